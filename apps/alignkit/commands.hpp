@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <boost/program_options/options_description.hpp>
+#include <boost/program_options/variables_map.hpp>
 
 #include "alignkit/core/plugin_host.hpp"
 

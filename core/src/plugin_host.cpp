@@ -172,7 +172,7 @@ const PluginRecord& PluginHost::load_file(const std::string& file) {
 
   const alignkit_plugin_descriptor* descriptor = nullptr;
   try {
-    descriptor = library.get<alignkit_plugin_entry_fn>(ALIGNKIT_PLUGIN_ENTRY_SYMBOL)();
+    descriptor = library.get<const alignkit_plugin_descriptor*()>(ALIGNKIT_PLUGIN_ENTRY_SYMBOL)();
   } catch (const std::exception& e) {
     return fail(std::string("cannot read the plugin descriptor: ") + e.what());
   }

@@ -81,7 +81,7 @@ class StageContextImpl : public StageContext {
   ConfigView settings_;
   PluginHost& host_;
   const RunOptions& options_;
-  MetricsLogger metrics_;
+  MetricSinks metrics_;
 };
 
 }  // namespace

@@ -20,10 +20,11 @@ struct SourceLocation {
   int line = 0;
   int column = 0;
 
-  bool known() const { return line > 0; }
-  // "file:line:col" (or just "file", or "" when nothing is known).
+  // Overrides from the command line have a source ("--set key=value") but no line.
+  bool known() const { return !file.empty(); }
+  // "file:line:col", just "file" when there is no line, or "" when nothing is known.
   std::string str() const {
-    if (!known()) return file;
+    if (line <= 0) return file;
     return file + ":" + std::to_string(line) + ":" + std::to_string(column);
   }
 };
