@@ -15,6 +15,7 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // Ids of `text` without BOS or EOS.
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
+  // Throws std::runtime_error for an id outside [0, vocab_size).
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual int32_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;  // -1 when the tokenizer has none
@@ -38,6 +39,7 @@ class TokenizerProvider {
   virtual std::string file_name() const = 0;
   // Throws std::runtime_error naming the file when it cannot be read.
   virtual std::unique_ptr<Tokenizer> open(const std::string& path) const = 0;
+  // Throws std::runtime_error naming the corpus or option at fault.
   virtual void train(const TokenizerTrainOptions& options) const = 0;
 };
 
