@@ -186,7 +186,9 @@ std::vector<Diagnostic> Pipeline::resolve(const PluginHost& host) {
     std::vector<SettingSpec> specs = host_stage_settings(run_seed, data_fields);
     std::set<std::string> declared;
     for (const SettingSpec& spec : specs) declared.insert(spec.name);
-    for (const ComponentInfo* info : {backend, algorithm}) {
+    // The algorithm's declarations come first, so it may set its own default for a
+    // shared setting (DPO's learning_rate is 1e-6, SFT's 2e-5, as in TRL).
+    for (const ComponentInfo* info : {algorithm, backend}) {
       if (!info) continue;
       for (const SettingSpec& spec : info->settings)
         if (declared.insert(spec.name).second) specs.push_back(spec);
