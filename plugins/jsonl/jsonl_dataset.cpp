@@ -213,7 +213,8 @@ class RecordReader {
   std::optional<double> margin() const {
     auto found = record_.find("margin");
     if (found == record_.end() || found->is_null()) return std::nullopt;
-    if (!found->is_number()) throw BadRecord(std::string("field 'margin' must be a number, found ") + json_type(*found));
+    if (!found->is_number())
+      throw BadRecord(std::string("field 'margin' must be a number, found ") + json_type(*found));
     return found->get<double>();
   }
 
@@ -461,7 +462,8 @@ bool blank(const std::string& line) { return line.find_first_not_of(" \t\r\n") =
 
 std::unique_ptr<Dataset> load_jsonl(const std::string& path, const LoadOptions& options, const Tokenizer* tokenizer) {
   std::error_code error;
-  if (std::filesystem::is_directory(path, error)) throw std::runtime_error(path + ": is a folder, not a JSON Lines file");
+  if (std::filesystem::is_directory(path, error))
+    throw std::runtime_error(path + ": is a folder, not a JSON Lines file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
 

@@ -210,7 +210,8 @@ TEST_CASE("sequence_logprobs rejects mismatched shapes and labels outside the vo
   CHECK_THROWS_WITH_AS(sequence_logprobs(logits, ids, mask.slice(1, 0, 2)),
                        "sequence_logprobs: loss_mask (2, 2) does not match input_ids (2, 3)", std::invalid_argument);
   CHECK_THROWS_WITH_AS(sequence_logprobs(logits, long_tensor({0, 1, 7, 0, 1, 2}, 2), mask),
-                       "sequence_logprobs: input_ids holds token id 7 but logits have 4 entries", std::invalid_argument);
+                       "sequence_logprobs: input_ids holds token id 7 but logits have 4 entries",
+                       std::invalid_argument);
   // Padding positions may hold any id: only counted labels are checked.
   CHECK_NOTHROW(sequence_logprobs(logits, long_tensor({0, 1, 99, 0, 1, 2}, 2), long_tensor({1, 1, 0, 1, 1, 1}, 2)));
 }

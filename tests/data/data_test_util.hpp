@@ -3,7 +3,9 @@
 // the text back, so rendered templates can be compared as strings.
 #pragma once
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <doctest/doctest.h>
 
@@ -61,10 +63,27 @@ inline std::string read_bytes(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+inline CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) throw std::runtime_error("cannot run " + command);
+  char buffer[4096];
+  for (size_t n; (n = ::fread(buffer, 1, sizeof buffer, pipe)) > 0;) result.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
 // Byte b is id b + 4; 1 and 2 are BOS and EOS (or none, on request), 3 pad.
 class ByteTokenizer final : public Tokenizer {
  public:
-  explicit ByteTokenizer(bool with_bos = true, bool with_eos = true) : bos_(with_bos ? 1 : -1), eos_(with_eos ? 2 : -1) {}
+  explicit ByteTokenizer(bool with_bos = true, bool with_eos = true)
+      : bos_(with_bos ? 1 : -1), eos_(with_eos ? 2 : -1) {}
   std::vector<int32_t> encode(std::string_view text) const override {
     std::vector<int32_t> ids;
     for (unsigned char c : text) ids.push_back(static_cast<int32_t>(c) + 4);

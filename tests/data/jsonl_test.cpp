@@ -261,7 +261,8 @@ TEST_CASE("a bad line is an error naming FILE:LINE, or is skipped and counted") 
 TEST_CASE("records that do not match the file's type say which fields were expected") {
   ScratchDir dir;
   const std::string good = R"({"prompt": "a", "completion": "b"})" "\n";
-  const std::string expected = "expected prompt-completion records in standard form (strings), fields prompt, completion";
+  const std::string expected =
+      "expected prompt-completion records in standard form (strings), fields prompt, completion";
 
   const std::string other_kind = dir.write("kind.jsonl", good + R"({"prompt": "e"})" "\n");
   CHECK(load_error(other_kind, &kTokenizer) ==
@@ -354,6 +355,7 @@ TEST_CASE("an unknown chat template is a configuration error at its setting") {
   DataTable table;
   table.set("chat_template", ConfigValue::of_string("vicuna"));
   CHECK_THROWS_WITH_AS(load(fixture("lm_standard.jsonl"), &kTokenizer, table),
-                       "stages.test.data.chat_template: expected one of chatml, llama2, zephyr, plain, found \"vicuna\"",
+                       "stages.test.data.chat_template: expected one of chatml, llama2, zephyr, plain, "
+                       "found \"vicuna\"",
                        ConfigError);
 }

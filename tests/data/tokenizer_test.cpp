@@ -176,7 +176,8 @@ TEST_CASE("the jsonl plugin renders conversations with a trained SentencePiece t
   CHECK(example.prompt[1] == 4);       // <|im_start|>, one token
   CHECK(example.completion.back() == 2);
   CHECK(example.rejected.back() == 2);
-  CHECK(tokenizer->decode(example.prompt) == "<|im_start|>user\nWhat is the capital of France?\n<|im_start|>assistant\n");
+  CHECK(tokenizer->decode(example.prompt) ==
+        "<|im_start|>user\nWhat is the capital of France?\n<|im_start|>assistant\n");
   CHECK(tokenizer->decode(example.completion) == "The capital of France is Paris.");
   CHECK(tokenizer->decode(example.rejected) == "Berlin.");
 }

@@ -147,10 +147,10 @@ inline Batch collate(const std::vector<Row>& rows, const CollateOptions& options
 
   const int64_t batch_size = static_cast<int64_t>(rows.size());
   Batch batch;
-  batch.input_ids = at::empty({batch_size, width}, at::kLong);          // (B, T)
-  batch.attention_mask = at::empty({batch_size, width}, at::kLong);     // (B, T)
-  batch.position_ids = at::empty({batch_size, width}, at::kLong);       // (B, T)
-  batch.loss_mask = at::empty({batch_size, width}, at::kBool);          // (B, T)
+  batch.input_ids = at::empty({batch_size, width}, at::kLong);       // (B, T)
+  batch.attention_mask = at::empty({batch_size, width}, at::kLong);  // (B, T)
+  batch.position_ids = at::empty({batch_size, width}, at::kLong);    // (B, T)
+  batch.loss_mask = at::empty({batch_size, width}, at::kBool);       // (B, T)
   int64_t* ids = batch.input_ids.data_ptr<int64_t>();
   int64_t* mask = batch.attention_mask.data_ptr<int64_t>();
   int64_t* positions = batch.position_ids.data_ptr<int64_t>();
