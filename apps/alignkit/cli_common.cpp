@@ -5,6 +5,12 @@
 #include <boost/program_options/positional_options.hpp>
 #include <boost/program_options/variables_map.hpp>
 
+#include <ATen/Parallel.h>
+
+#include <thread>
+
+#include "alignkit/core/config_check.hpp"
+#include "alignkit/registry.hpp"
 #include "commands.hpp"
 
 namespace po = boost::program_options;
@@ -39,6 +45,31 @@ bool parse_command_line(const std::vector<std::string>& args, const char* usage,
     return false;
   }
   return true;
+}
+
+std::unique_ptr<Dataset> load_records(const core::PluginHost& host, const std::string& path, const Tokenizer* tokenizer,
+                                      const std::string& chat_template) {
+  const Registry& registry = host.registry();
+  const DatasetProvider* provider = registry.dataset("jsonl");
+  if (!provider) throw ConfigError("the jsonl dataset plugin is not available (alignkit plugins list)");
+  // Fill the plugin's defaults as a pipeline's data table would get them
+  // (DatasetProvider::load reads the options; it does not keep the view).
+  ConfigValue table = ConfigValue::empty_table();
+  table.set("path", ConfigValue::of_string(path));
+  if (!chat_template.empty()) table.set("chat_template", ConfigValue::of_string(chat_template));
+  std::vector<core::Diagnostic> problems;
+  core::check_table(table, "data", registry.info(ComponentKind::Dataset, "jsonl")->settings, problems);
+  if (!problems.empty()) throw ConfigError(core::join(problems));
+  DataRequest request;
+  request.path = path;
+  request.options = ConfigView(&table, "data");
+  request.tokenizer = tokenizer;
+  return provider->load(request);
+}
+
+void set_threads(int64_t threads) {
+  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  at::set_num_threads(static_cast<int>(threads));
 }
 
 }  // namespace alignkit::cli

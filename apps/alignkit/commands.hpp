@@ -11,6 +11,8 @@
 #include <boost/program_options/variables_map.hpp>
 
 #include "alignkit/core/plugin_host.hpp"
+#include "alignkit/dataset.hpp"
+#include "alignkit/tokenizer.hpp"
 
 namespace alignkit::cli {
 
@@ -44,9 +46,21 @@ bool parse_command_line(const std::vector<std::string>& args, const char* usage,
                         const std::vector<std::string>& positional_names,
                         boost::program_options::variables_map& values, int& exit_code);
 
+// Reads a JSONL data file with the `jsonl` dataset plugin and its default
+// settings (chat template `chat_template` when not empty). Throws ConfigError.
+std::unique_ptr<Dataset> load_records(const core::PluginHost& host, const std::string& path, const Tokenizer* tokenizer,
+                                      const std::string& chat_template = "");
+// Sets LibTorch's intra-op threads (0: every core).
+void set_threads(int64_t threads);
+
 int cmd_run(const std::vector<std::string>& args);
 int cmd_validate(const std::vector<std::string>& args);
 int cmd_plugins_list(const std::vector<std::string>& args);
 int cmd_plugins_info(const std::vector<std::string>& args);
+int cmd_tokenizer_train(const std::vector<std::string>& args);
+int cmd_model_init(const std::vector<std::string>& args);
+int cmd_score(const std::vector<std::string>& args);
+int cmd_evaluate(const std::vector<std::string>& args);
+int cmd_generate(const std::vector<std::string>& args);
 
 }  // namespace alignkit::cli

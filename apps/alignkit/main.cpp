@@ -16,6 +16,11 @@ const Command kCommands[] = {
     {"validate", "check a pipeline without running it", cmd_validate},
     {"plugins list", "list the plugins found and their status [--json]", cmd_plugins_list},
     {"plugins info", "show a component's settings, types, defaults and docs", cmd_plugins_info},
+    {"tokenizer train", "train a tokenizer.model from a text corpus", cmd_tokenizer_train},
+    {"model init", "write a randomly initialised model in the Hugging Face layout", cmd_model_init},
+    {"score", "per-token log-probs (or rewards) of JSONL records under a model", cmd_score},
+    {"evaluate", "preference accuracy and reward margins of models on held-out pairs", cmd_evaluate},
+    {"generate", "continue prompts with a model (greedy or sampling, KV cache)", cmd_generate},
 };
 
 void print_help() {
