@@ -117,6 +117,24 @@ void fsync_directory(const std::string& dir) {
   close_or_throw(fd, dir);
 }
 
+void fsync_tree(const std::string& dir) {
+  for (const fs::directory_entry& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_directory()) {
+      fsync_directory(entry.path().string());
+    } else if (entry.is_regular_file()) {
+      int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) fail("cannot open", entry.path().string(), errno);
+      if (::fsync(fd) != 0) {
+        int error = errno;
+        ::close(fd);
+        fail("cannot sync", entry.path().string(), error);
+      }
+      close_or_throw(fd, entry.path().string());
+    }
+  }
+  fsync_directory(dir);
+}
+
 void write_commit_marker(const std::string& dir, std::string_view contents) {
   write_file_atomic((fs::path(dir) / kCommitMarkerName).string(), contents);
   fs::path folder = fs::path(dir).lexically_normal();

@@ -136,8 +136,13 @@ RunOutcome run_pipeline(const Pipeline& pipeline, PluginHost& host, const RunOpt
         std::cerr << "[" << plan.name << "] already finished with these settings; skipping (" << plan.dir << ")\n";
         continue;
       }
-      std::cerr << "[" << plan.name << "] settings changed since it finished; running it again\n";
-      fs::remove(done);
+      // Its checkpoints and final model belong to the old settings: keep them
+      // out of the way, never delete them.
+      fs::path kept;
+      for (int n = 1; kept.empty() || fs::exists(kept); ++n) kept = plan.dir + ".old-" + std::to_string(n);
+      fs::rename(plan.dir, kept);
+      std::cerr << "[" << plan.name << "] settings changed since it finished; running it again (the old folder is kept as "
+                << kept.string() << ")\n";
     }
     fs::create_directories(plan.dir);
     std::cerr << "[" << plan.name << "] " << plan.algorithm << " on " << plan.backend << " -> " << plan.dir << '\n';

@@ -400,6 +400,7 @@ class Loop {
           {"log_window", window_.to_json()},
       };
       write_file_atomic(dir + "/trainer_state.json", trainer_state.dump(2));
+      fsync_tree(dir + "/model");  // the algorithm's files, whoever wrote them
       write_commit_marker(dir, std::to_string(step_));
       context_.log("saved checkpoint " + dir);
       if (settings_.save_total_limit > 0) {
@@ -470,7 +471,7 @@ class Loop {
       const fs::path partial = fs::path(context_.stage_dir()) / "final.partial";
       fs::remove_all(partial);
       algorithm_.save(partial.string());
-      fsync_directory(partial.string());
+      fsync_tree(partial.string());
       fs::remove_all(final_dir);
       fs::rename(partial, final_dir);
       fsync_directory(context_.stage_dir());

@@ -137,6 +137,7 @@ TEST_CASE("run: resolved file, stage folders, DONE markers, and skipping finishe
   REQUIRE(resolve(dir, text, pipeline, {"stages.second.message=\"three\""}).empty());
   core::run_pipeline(pipeline, fixture_host(), {});
   CHECK(test::read_text(out + "/first/runs.txt") == "1");
-  CHECK(test::read_text(out + "/second/runs.txt") == "2");
   CHECK(test::read_text(out + "/second/final/message.txt") == "three");
+  // The old results are kept beside, not deleted.
+  CHECK(test::read_text(out + "/second.old-1/final/message.txt") == "two");
 }

@@ -50,6 +50,10 @@ void write_file_atomic(const std::string& path, std::string_view contents);
 // cannot sync a folder (EINVAL) are accepted silently; other errors throw.
 void fsync_directory(const std::string& dir);
 
+// Makes every file and folder under `dir` durable: for files written by code
+// that did not sync them (a plugin's save()), before a commit marker.
+void fsync_tree(const std::string& dir);
+
 // The marker file whose presence makes a checkpoint folder valid.
 inline constexpr const char* kCommitMarkerName = "COMMITTED";
 
