@@ -79,9 +79,12 @@ int cmd_plugins_list(const std::vector<std::string>& args) {
     for (const std::string& dir : core::PluginHost::search_path(plugin_options.plugin_dirs)) std::cout << "  " << dir << '\n';
     return kExitOk;
   }
+  size_t name_width = 8;
+  for (const core::PluginRecord& record : host->plugins()) name_width = std::max(name_width, record.name.size() + 2);
   for (const core::PluginRecord& record : host->plugins()) {
     if (record.status == core::PluginStatus::Ok) {
-      std::cout << "ok     " << std::left << std::setw(16) << record.name << std::setw(8) << record.version
+      std::cout << "ok     " << std::left << std::setw(static_cast<int>(name_width)) << record.name << std::setw(8)
+                << record.version
                 << components_text(record) << "\n       " << record.path << '\n';
     } else {
       std::cout << "error  " << record.error << '\n';

@@ -281,7 +281,8 @@ class Loop {
 
       Metrics metrics = step_metrics.means(collective_);
       metrics.push_back({"grad_norm", grad_norm});
-      window_.add(metrics);
+      // A skipped step's values are not finite: it shows only in skipped_steps.
+      if (!bad) window_.add(metrics);
       if (step_ == 1 || step_ % settings_.logging_steps == 0 || step_ == data_.total_steps) {
         Metrics logged = window_.means();
         logged.push_back({"learning_rate", lr_used});
