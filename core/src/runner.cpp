@@ -43,8 +43,7 @@ class StageContextImpl : public StageContext {
       : plan_(plan),
         settings_(pipeline.stage_settings(plan.name)),
         host_(host),
-        options_(options),
-        metrics_(plan.dir, plan.name) {}
+        options_(options) {}
 
   const std::string& stage_name() const override { return plan_.name; }
   const std::string& stage_dir() const override { return plan_.dir; }
@@ -70,7 +69,11 @@ class StageContextImpl : public StageContext {
     request.tokenizer = tokenizer;
     return provider->load(request);
   }
-  void log_metrics(int64_t step, Split split, const Metrics& metrics) override { metrics_.log(step, split, metrics); }
+  void log_metrics(int64_t step, Split split, const Metrics& metrics) override {
+    // Opened on first use, so a stage that fails in setup leaves no empty files.
+    if (!metrics_) metrics_ = std::make_unique<MetricSinks>(plan_.dir, plan_.name);
+    metrics_->log(step, split, metrics);
+  }
   void log(const std::string& message) override { std::cerr << "[" << plan_.name << "] " << message << std::endl; }
   bool stop_requested() const override { return g_stop_requested.load(); }
   bool resume_required() const override { return options_.resume; }
@@ -81,8 +84,25 @@ class StageContextImpl : public StageContext {
   ConfigView settings_;
   PluginHost& host_;
   const RunOptions& options_;
-  MetricSinks metrics_;
+  std::unique_ptr<MetricSinks> metrics_;
 };
+
+// A tokenizer with more ids than config.json's vocab_size produces ids the
+// model has no embedding for; refuse the folder before any text is encoded.
+// (A larger model vocabulary is normal: checkpoints round it up.)
+void check_tokenizer_fits_model(const Tokenizer& tokenizer, const fs::path& tokenizer_file, const std::string& dir) {
+  const fs::path config_path = fs::path(dir) / "config.json";
+  if (!fs::exists(config_path)) return;
+  // load_model reports a malformed config.json with its own message.
+  const nlohmann::json config = nlohmann::json::parse(read_text(config_path), nullptr, false);
+  if (!config.is_object() || !config.contains("vocab_size") || !config["vocab_size"].is_number_integer()) return;
+  const int64_t model_vocab = config["vocab_size"].get<int64_t>();
+  if (tokenizer.vocab_size() > model_vocab)
+    throw std::runtime_error(tokenizer_file.string() + ": the tokenizer has " + std::to_string(tokenizer.vocab_size()) +
+                             " tokens but " + config_path.string() + " has vocab_size " + std::to_string(model_vocab) +
+                             ", so ids from " + std::to_string(model_vocab) +
+                             " up have no embedding (use the model's own tokenizer or resize the model)");
+}
 
 }  // namespace
 
@@ -115,7 +135,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const Registry& registry, const std::s
   for (const std::string& name : registry.names(ComponentKind::Tokenizer)) {
     const TokenizerProvider* provider = registry.tokenizer(name);
     fs::path file = fs::path(dir) / provider->file_name();
-    if (fs::exists(file)) return provider->open(file.string());
+    if (!fs::exists(file)) continue;
+    std::unique_ptr<Tokenizer> tokenizer = provider->open(file.string());
+    check_tokenizer_fits_model(*tokenizer, file, dir);
+    return tokenizer;
   }
   return nullptr;
 }
