@@ -32,7 +32,9 @@ inline constexpr const char* kStageDoneMarker = "DONE";
 // include config.json's `model_type`. Throws std::runtime_error naming the folder.
 std::shared_ptr<CausalLM> load_model(const Registry& registry, const std::string& dir, const ModelOptions& options);
 // Opens the tokenizer file of a model folder with the first tokenizer plugin
-// whose file is there; nullptr when the folder has none.
+// whose file is there; nullptr when the folder has none. Throws
+// std::runtime_error naming both files and sizes when the tokenizer has more
+// ids than the folder's config.json `vocab_size`.
 std::unique_ptr<Tokenizer> load_tokenizer(const Registry& registry, const std::string& dir);
 
 }  // namespace alignkit::core
