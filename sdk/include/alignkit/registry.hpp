@@ -42,7 +42,7 @@ struct ComponentInfo {
 class Registry {
  public:
   virtual ~Registry() = default;
-  // Adding a name twice within one kind throws std::runtime_error naming both plugin files.
+  // A name already taken within a kind makes the host refuse the whole plugin, naming both files.
   virtual void add_algorithm(ComponentInfo info, std::shared_ptr<const AlgorithmProvider> provider) = 0;
   virtual void add_backend(ComponentInfo info, std::shared_ptr<const BackendProvider> provider) = 0;
   virtual void add_model(ComponentInfo info, std::shared_ptr<const ModelProvider> provider) = 0;
