@@ -236,10 +236,14 @@ inline SequenceLogprobs sequence_logprobs(const at::Tensor& logits, const at::Te
                                 " but logits have " + std::to_string(vocab) + " entries");
   }
 
+  // unbind, not select per row: select's backward would build one zero-filled
+  // (B, T, V) gradient per row and add them up (bench/dpo measured 1.4-1.8x
+  // slower steps); unbind's backward stacks the row gradients once.
+  const std::vector<at::Tensor> row_logits_list = logits.slice(1, 0, length - 1).unbind(0);  // B x (T-1, V)
   std::vector<at::Tensor> rows;
   rows.reserve(static_cast<size_t>(batch_size));
   for (int64_t b = 0; b < batch_size; ++b) {
-    at::Tensor row_logits = logits.select(0, b).slice(0, 0, length - 1).to(at::kFloat);  // (T-1, V)
+    at::Tensor row_logits = row_logits_list[static_cast<size_t>(b)].to(at::kFloat);  // (T-1, V)
     at::Tensor label_logit = row_logits.gather(1, safe_labels.select(0, b).unsqueeze(1)).squeeze(1);  // (T-1)
     rows.push_back(label_logit.sub(row_logits.logsumexp(1)));  // (T-1)
   }
