@@ -12,11 +12,14 @@ The printed block is pasted into the C++ test between its BEGIN/END GENERATED
 markers; the CTest `reward_reference_constants` runs `--check`, so the
 constants cannot drift from this script. Everything runs in float64.
 """
-import re
+import os
 import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from generated_constants import main  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
 
@@ -86,42 +89,5 @@ def generate():
     return "\n".join(lines) + "\n"
 
 
-NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
-
-
-def same_block(expected, found):
-    """Same text outside numbers; numbers equal within 1e-12 relative."""
-    expected_text, found_text = NUMBER.split(expected), NUMBER.split(found)
-    if [" ".join(t.split()) for t in expected_text] != [" ".join(t.split()) for t in found_text]:
-        return False, "the text around the numbers differs"
-    for a, b in zip(NUMBER.findall(expected), NUMBER.findall(found)):
-        x, y = float(a), float(b)
-        if abs(x - y) > 1e-12 * max(1.0, abs(x), abs(y)):
-            return False, f"expected {a}, found {b}"
-    return True, ""
-
-
-def check(path):
-    text = open(path, encoding="utf-8").read()
-    start = text.find("// BEGIN GENERATED")
-    end = text.find("// END GENERATED")
-    if start < 0 or end < 0:
-        print(f"{path}: no BEGIN/END GENERATED block", file=sys.stderr)
-        return 1
-    found = text[start : end + len("// END GENERATED")] + "\n"
-    ok, why = same_block(generate(), found)
-    if not ok:
-        print(f"{path}: the generated constants are stale ({why}); re-run {sys.argv[0]} and paste its output",
-              file=sys.stderr)
-        return 1
-    print(f"{path}: constants match {sys.argv[0]}")
-    return 0
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--check":
-        sys.exit(check(sys.argv[2]))
-    if len(sys.argv) != 1:
-        print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    sys.stdout.write(generate())
+    main(generate, __doc__)
