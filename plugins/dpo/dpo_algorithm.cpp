@@ -166,7 +166,7 @@ class DpoAlgorithm : public Algorithm {
     if (precompute) {
       load_or_precompute_reference(source, reference_role);
     } else {
-      reference_ = load_reference(source, reference_role);
+      reference_ = recipe::load_reference(context, reference_role, source, env, *policy_, model_dir_);
       context.log("reference model: " + source + " (frozen, eval mode)");
     }
   }
@@ -221,17 +221,6 @@ class DpoAlgorithm : public Algorithm {
  private:
   const recipe::SplitData& split_data(Split split) const { return split == Split::Train ? data_.train : data_.eval; }
 
-  std::shared_ptr<CausalLM> load_reference(const std::string& dir, const std::string& role) {
-    std::shared_ptr<CausalLM> reference = recipe::load_model(*context_, role, dir, env_);
-    if (reference->info().vocab_size != policy_->info().vocab_size)
-      throw ConfigError(context_->settings().locate(role) + ": the reference " + dir + " has a vocabulary of " +
-                        std::to_string(reference->info().vocab_size) + " tokens but the model " + model_dir_ +
-                        " has " + std::to_string(policy_->info().vocab_size) +
-                        "; the two must share one tokenizer");
-    reference->set_training(false);
-    return reference;
-  }
-
   // What the precomputed table depends on besides the examples: when any of
   // it changes, the table is computed again.
   std::string reference_inputs(const std::string& source) const {
@@ -268,7 +257,8 @@ class DpoAlgorithm : public Algorithm {
     if (batch_size <= 0)
       batch_size = settings.has("per_device_eval_batch_size") ? settings.get_int("per_device_eval_batch_size") : 8;
     // The policy has its initial weights until the trainer restores a checkpoint, after setup.
-    std::shared_ptr<CausalLM> reference = role == "reference" ? load_reference(source, role) : policy_;
+    std::shared_ptr<CausalLM> reference =
+        role == "reference" ? recipe::load_reference(*context_, role, source, env_, *policy_, model_dir_) : policy_;
     reference->set_training(false);
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (Split split : {Split::Train, Split::Eval}) {

@@ -177,6 +177,18 @@ std::shared_ptr<CausalLM> load_model(StageContext& context, const std::string& r
   }
 }
 
+std::shared_ptr<CausalLM> load_reference(StageContext& context, const std::string& role, const std::string& dir,
+                                         const TrainEnv& env, const CausalLM& policy, const std::string& policy_dir) {
+  std::shared_ptr<CausalLM> reference = load_model(context, role, dir, env);
+  const int64_t vocab = reference->info().vocab_size;
+  if (vocab != policy.info().vocab_size)
+    throw ConfigError(context.settings().locate(role) + ": the reference " + dir + " has a vocabulary of " +
+                      std::to_string(vocab) + " tokens but the model " + policy_dir + " has " +
+                      std::to_string(policy.info().vocab_size) + "; the two must share one tokenizer");
+  reference->set_training(false);
+  return reference;
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(StageContext& context, const std::string& role, const std::string& dir) {
   try {
     return context.load_tokenizer(dir);

@@ -63,6 +63,11 @@ std::string require_model_dir(StageContext& context, const std::string& role);
 std::shared_ptr<CausalLM> load_model(StageContext& context, const std::string& role, const std::string& dir,
                                      const TrainEnv& env);
 
+// A frozen reference model (eval mode) from `dir`, named by `role` in
+// messages; refused when its vocabulary differs from the policy's.
+std::shared_ptr<CausalLM> load_reference(StageContext& context, const std::string& role, const std::string& dir,
+                                         const TrainEnv& env, const CausalLM& policy, const std::string& policy_dir);
+
 // The tokenizer of a model folder, or nullptr (pre-tokenized data needs none).
 std::unique_ptr<Tokenizer> load_tokenizer(StageContext& context, const std::string& role, const std::string& dir);
 

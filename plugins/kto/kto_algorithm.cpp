@@ -108,12 +108,7 @@ class KtoAlgorithm : public Algorithm {
     const std::string reference_dir = context.model_dir("reference");
     const std::string role = reference_dir.empty() ? "model" : "reference";
     const std::string source = reference_dir.empty() ? model_dir_ : reference_dir;
-    reference_ = recipe::load_model(context, role, source, env);
-    if (reference_->info().vocab_size != info.vocab_size)
-      throw ConfigError(settings.locate(role) + ": the reference " + source + " has a vocabulary of " +
-                        std::to_string(reference_->info().vocab_size) + " tokens but the model " + model_dir_ +
-                        " has " + std::to_string(info.vocab_size) + "; the two must share one tokenizer");
-    reference_->set_training(false);
+    reference_ = recipe::load_reference(context, role, source, env, *policy_, model_dir_);
     context.log("reference model: " + source + " (frozen, eval mode)");
   }
 
