@@ -176,6 +176,12 @@ struct StepAccumulator {
     weight += examples;
     tokens += out.num_tokens;
   }
+  void merge(const StepAccumulator& other) {
+    for (size_t i = 0; i < other.names.size(); ++i) add_value(other.names[i], other.sums[i], 1.0);
+    weight += other.weight;
+    tokens += other.tokens;
+    finite = finite && other.finite;
+  }
   void add_value(const std::string& name, double value, double examples) {
     for (size_t i = 0; i < names.size(); ++i)
       if (names[i] == name) {
@@ -247,39 +253,44 @@ class Loop {
 
     while (step_ < data_.total_steps) {
       optimizer_->set_learning_rate(settings_.learning_rate * lr_multiplier(schedule, step_, warmup, data_.total_steps));
-      optimizer_->zero_grad();
       StepAccumulator step_metrics;
-      for (int64_t k = 0; k < settings_.gradient_accumulation_steps; ++k) {
-        std::vector<int64_t> indices =
-            data_.micro_batch(step_ * settings_.gradient_accumulation_steps + k, collective_.rank(), settings_.seed, settings_.shuffle);
-        if (indices.empty()) continue;
-        StepOutput out = algorithm_.step(indices, Split::Train);
-        (out.loss / static_cast<double>(settings_.gradient_accumulation_steps)).backward();
-        step_metrics.add(out, static_cast<double>(indices.size()));
-      }
-      collective_.average_gradients(parameters_);
-      double grad_norm = clip_gradients();
-      bool bad = collective_.any(!step_metrics.finite || !std::isfinite(grad_norm));
-      const double lr_used = optimizer_->learning_rate();
-      if (bad) {
-        ++skipped_steps_;
-        ++consecutive_bad_;
-        optimizer_->zero_grad();
-        context_.log("step " + std::to_string(step_ + 1) + ": non-finite loss or gradient norm; update skipped (" +
-                     std::to_string(consecutive_bad_) + " in a row)");
-        if (consecutive_bad_ >= settings_.max_bad_steps)
-          throw std::runtime_error(std::to_string(consecutive_bad_) +
-                                   " non-finite steps in a row (max_bad_steps); stopping. The last good checkpoint is " +
-                                   last_checkpoint_description());
+      Metrics rollout_metrics;
+      bool bad = false;
+      double grad_norm = 0.0;
+      if (OnlineAlgorithm* online = algorithm_.online()) {
+        Rollout rollout = collect_rollout(*online);
+        rollout_metrics = std::move(rollout.metrics);
+        step_metrics.tokens += rollout.num_tokens;
+        std::vector<double> norms;
+        for (const Update& update : rollout.updates) {
+          bool update_bad = false;
+          norms.push_back(apply_update(update, step_metrics, update_bad,
+                                       [&](const std::vector<int64_t>& rows) { return online->learn(rows); }));
+          bad = bad || update_bad;
+        }
+        for (double norm : norms) grad_norm += norm / static_cast<double>(norms.size());
       } else {
-        optimizer_->step();
-        consecutive_bad_ = 0;
+        Update update;
+        for (int64_t k = 0; k < settings_.gradient_accumulation_steps; ++k) {
+          std::vector<int64_t> indices =
+              data_.micro_batch(step_ * settings_.gradient_accumulation_steps + k, collective_.rank(), settings_.seed, settings_.shuffle);
+          if (!indices.empty()) update.push_back(std::move(indices));
+        }
+        grad_norm = apply_update(update, step_metrics, bad,
+                                 [&](const std::vector<int64_t>& indices) { return algorithm_.step(indices, Split::Train); });
       }
+      const double lr_used = optimizer_->learning_rate();
       ++step_;
       num_tokens_ += step_metrics.tokens;
       tokens_this_run += step_metrics.tokens;
 
       Metrics metrics = step_metrics.means(collective_);
+      if (!rollout_metrics.empty()) {
+        std::vector<double> values;
+        for (const Metric& m : rollout_metrics) values.push_back(m.value);
+        values = collective_.average(values);
+        for (size_t i = 0; i < values.size(); ++i) metrics.push_back({rollout_metrics[i].name, values[i]});
+      }
       metrics.push_back({"grad_norm", grad_norm});
       // A skipped step's values are not finite: it shows only in skipped_steps.
       if (!bad) window_.add(metrics);
@@ -310,6 +321,59 @@ class Loop {
   }
 
  private:
+  // One optimizer update from gradients accumulated over `micro_batches`:
+  // averaging over ranks, clipping, the shared non-finite check, the step.
+  // Returns the gradient norm before clipping; `bad` says the update was skipped.
+  template <typename LossFn>
+  double apply_update(const Update& micro_batches, StepAccumulator& step_metrics, bool& bad, LossFn&& loss_of) {
+    optimizer_->zero_grad();
+    StepAccumulator update_metrics;
+    const double scale = static_cast<double>(std::max<size_t>(micro_batches.size(), 1));
+    for (const std::vector<int64_t>& rows : micro_batches) {
+      StepOutput out = loss_of(rows);
+      (out.loss / scale).backward();
+      update_metrics.add(out, static_cast<double>(rows.size()));
+    }
+    collective_.average_gradients(parameters_);
+    const double grad_norm = clip_gradients();
+    bad = collective_.any(!update_metrics.finite || !std::isfinite(grad_norm));
+    if (bad) {
+      ++skipped_steps_;
+      ++consecutive_bad_;
+      optimizer_->zero_grad();
+      context_.log("step " + std::to_string(step_ + 1) + ": non-finite loss or gradient norm; update skipped (" +
+                   std::to_string(consecutive_bad_) + " in a row)");
+      if (consecutive_bad_ >= settings_.max_bad_steps)
+        throw std::runtime_error(std::to_string(consecutive_bad_) +
+                                 " non-finite steps in a row (max_bad_steps); stopping. The last good checkpoint is " +
+                                 last_checkpoint_description());
+    } else {
+      optimizer_->step();
+      consecutive_bad_ = 0;
+    }
+    step_metrics.merge(update_metrics);
+    return grad_norm;
+  }
+
+  // The rollout of this step's prompts: every micro-batch the data schedule
+  // gives this rank for the step, generated under no-grad in eval mode.
+  Rollout collect_rollout(OnlineAlgorithm& online) {
+    std::vector<int64_t> prompts;
+    for (int64_t k = 0; k < settings_.gradient_accumulation_steps; ++k) {
+      std::vector<int64_t> indices =
+          data_.micro_batch(step_ * settings_.gradient_accumulation_steps + k, collective_.rank(), settings_.seed, settings_.shuffle);
+      prompts.insert(prompts.end(), indices.begin(), indices.end());
+    }
+    Rollout rollout;
+    {
+      at::NoGradGuard no_grad;
+      algorithm_.set_training(false);
+      rollout = online.collect(prompts);
+      algorithm_.set_training(true);
+    }
+    return rollout;
+  }
+
   // The global L2 norm of all gradients, before clipping; scales them down to
   // max_grad_norm when larger (torch.nn.utils.clip_grad_norm_'s formula).
   double clip_gradients() {

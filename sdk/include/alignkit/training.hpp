@@ -73,6 +73,8 @@ class StageContext {
   virtual Registry& registry() = 0;
 };
 
+class OnlineAlgorithm;
+
 class Algorithm {
  public:
   virtual ~Algorithm() = default;
@@ -88,6 +90,34 @@ class Algorithm {
   virtual std::vector<std::string> progress_metrics() const = 0;
   // Writes the trained model (Hugging Face layout, tokenizer included) into `dir`.
   virtual void save(const std::string& dir) = 0;
+  // Online algorithms (PPO, GRPO, RLOO) return their OnlineAlgorithm side;
+  // offline ones learn from dataset examples through step() alone.
+  virtual OnlineAlgorithm* online() { return nullptr; }
+};
+
+// One optimizer update: the micro-batches (rows of the rollout buffer) whose
+// gradients are accumulated before the optimizer steps once.
+using Update = std::vector<std::vector<int64_t>>;
+
+struct Rollout {
+  std::vector<Update> updates;  // made in order, each with clipping and the skip check
+  Metrics metrics;              // of the generation and scoring (rewards, lengths, KL)
+  int64_t num_tokens = 0;       // tokens generated
+};
+
+// An algorithm that learns from samples it generates. Each training step of
+// the loop takes the step's prompts (the indices the data schedule gives this
+// rank), lets the algorithm collect a rollout from them under no-grad, then
+// makes the rollout's updates, calling learn() on each micro-batch. Every rank
+// must return the same number of updates and micro-batches.
+class OnlineAlgorithm {
+ public:
+  virtual ~OnlineAlgorithm() = default;
+  // Generates and scores completions for `prompt_indices` (training prompts),
+  // replacing the rollout buffer.
+  virtual Rollout collect(const std::vector<int64_t>& prompt_indices) = 0;
+  // Loss and metrics on rows of the current rollout buffer.
+  virtual StepOutput learn(const std::vector<int64_t>& rows) = 0;
 };
 
 enum class TrainOutcome { Completed, Preempted };
