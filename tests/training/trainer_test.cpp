@@ -101,6 +101,35 @@ class FakeContext : public StageContext {
   ConfigView view_;
 };
 
+// An online LineFit: each rollout "generates" targets for the step's prompts
+// and plans two updates over the rollout rows, the second on the rows in
+// reverse order, as a PPO epoch over minibatches would.
+class OnlineLineFit : public LineFit, public OnlineAlgorithm {
+ public:
+  OnlineAlgorithm* online() override { return this; }
+  Rollout collect(const std::vector<int64_t>& prompt_indices) override {
+    CHECK_FALSE(at::GradMode::is_enabled());
+    prompts_ = prompt_indices;
+    collected.push_back(prompt_indices);
+    std::vector<int64_t> rows(prompt_indices.size()), reversed;
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int64_t>(i);
+    reversed.assign(rows.rbegin(), rows.rend());
+    return {{{rows}, {reversed}}, {{"rollout/prompts", static_cast<double>(rows.size())}}, 3};
+  }
+  StepOutput learn(const std::vector<int64_t>& rows) override {
+    CHECK(at::GradMode::is_enabled());
+    std::vector<int64_t> indices;
+    for (int64_t row : rows) indices.push_back(prompts_.at(static_cast<size_t>(row)));
+    ++updates_seen;
+    return step(indices, Split::Train);
+  }
+  std::vector<std::vector<int64_t>> collected;
+  int updates_seen = 0;
+
+ private:
+  std::vector<int64_t> prompts_;
+};
+
 ConfigValue num(double v) { return ConfigValue::of_float(v); }
 ConfigValue integer(int64_t v) { return ConfigValue::of_int(v); }
 
@@ -221,6 +250,30 @@ TEST_CASE("the loop learns, logs the first step, clips, and writes final/") {
   REQUIRE(eval.size() == 1);  // the evaluation at the end
   CHECK(algorithm.weight()[0].item<double>() == doctest::Approx(2.0).epsilon(0.02));
   CHECK(fs::exists(dir / "final/model.safetensors"));
+}
+
+TEST_CASE("online algorithms: one rollout per step from the step's prompts, then each planned update") {
+  alignkit::test::TempDir dir;
+  FakeContext context(dir.path().string(), {{"learning_rate", num(0.1)},
+                                            {"per_device_train_batch_size", integer(2)},
+                                            {"gradient_accumulation_steps", integer(2)},
+                                            {"max_steps", integer(60)},
+                                            {"logging_steps", integer(60)},
+                                            {"lr_scheduler_type", ConfigValue::of_string("constant")}});
+  OnlineLineFit algorithm;
+  core::Collective single;
+  CHECK(core::run_training(algorithm, context, TrainEnv{}, single) == TrainOutcome::Completed);
+  REQUIRE(algorithm.collected.size() == 60);
+  CHECK(algorithm.updates_seen == 120);          // two updates of one micro-batch each
+  CHECK(algorithm.collected[0].size() == 4);     // batch 2 x accumulation 2 prompts
+  std::set<int64_t> first_epoch;                 // 16 prompts = 4 steps an epoch
+  for (size_t k = 0; k < 4; ++k) first_epoch.insert(algorithm.collected[k].begin(), algorithm.collected[k].end());
+  CHECK(first_epoch.size() == 16);
+  const FakeContext::Logged& last = context.logged.front();
+  CHECK(last.step == 1);
+  CHECK(context.metric(last, "rollout/prompts") == 4);
+  CHECK(context.metric(last, "num_tokens") == 3 + 8);  // generated + learned on
+  CHECK(algorithm.weight()[0].item<double>() == doctest::Approx(2.0).epsilon(0.02));
 }
 
 TEST_CASE("gradient accumulation: 2 micro-batches of 2 update like one batch of 4") {
