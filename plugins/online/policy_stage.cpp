@@ -78,7 +78,8 @@ RolloutSettings PolicyStage::rollout_settings(int64_t num_generations, bool samp
   generation.use_cache = true;
   generation.pad_token_id = pad_id_;
   if (tokenizer_ && tokenizer_->eos_id() >= 0) generation.stop_token_ids = {tokenizer_->eos_id()};
-  generation.seed = static_cast<uint64_t>(at::randint(0, int64_t{1} << 62, {1}, at::kLong).item<int64_t>());
+  // Greedy evaluation draws nothing, so evaluating does not change what training samples.
+  if (sample) generation.seed = static_cast<uint64_t>(at::randint(0, int64_t{1} << 62, {1}, at::kLong).item<int64_t>());
   return settings;
 }
 

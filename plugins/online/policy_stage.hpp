@@ -56,7 +56,7 @@ class PolicyStage {
   // Sampled (training) or, for evaluation without eval_do_sample, greedy
   // generation settings. The sampling seed is drawn from LibTorch's default
   // CPU generator, which the trainer checkpoints, so a resumed run samples
-  // what an uninterrupted one would.
+  // what an uninterrupted one would; greedy settings draw none.
   RolloutSettings rollout_settings(int64_t num_generations, bool sample) const;
   // Generates and scores completions for examples `indices` of `split`.
   ScoredRollout rollout(Split split, const std::vector<int64_t>& indices, const RolloutSettings& settings);
