@@ -84,8 +84,9 @@ PolicyLossOutput policy_loss(const PolicyLossInput& in, const PolicyLossSettings
   at::Tensor r = ratio.detach();
   at::Tensor low = (r < 1 - settings.epsilon_low).logical_and(advantages < 0);   // (N, C)
   at::Tensor high = (r > 1 + settings.epsilon_high).logical_and(advantages > 0);  // (N, C)
+  const bool any_token = in.mask.sum().item<double>() > 0;  // all may be masked out (truncated completions)
   auto token_mean = [&](const at::Tensor& x) {
-    return online::masked_mean(x.to(at::kFloat), in.mask).item<double>();
+    return any_token ? online::masked_mean(x.to(at::kFloat), in.mask).item<double>() : 0.0;
   };
   if (kl.defined()) out.metrics.push_back({"kl", token_mean(kl.detach())});
   const double low_mean = token_mean(low);

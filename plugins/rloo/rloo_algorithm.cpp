@@ -145,7 +145,9 @@ class RlooAlgorithm : public Algorithm, public OnlineAlgorithm {
     StepOutput out;
     out.loss = loss.loss;
     out.metrics = std::move(loss.metrics);
-    out.metrics.push_back({"entropy", online::masked_mean(scores.entropy, micro.completion_mask).item<double>()});
+    // Every completion of the micro-batch may be masked out (mask_truncated_completions).
+    if (micro.completion_mask.sum().item<int64_t>() > 0)
+      out.metrics.push_back({"entropy", online::masked_mean(scores.entropy, micro.completion_mask).item<double>()});
     return out;
   }
 
