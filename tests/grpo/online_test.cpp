@@ -169,3 +169,33 @@ TEST_CASE("grpo with beta > 0 (frozen reference, k3 KL) and two iterations: kl a
   CHECK(train.at(3).at("kl").get<double>() > 0.0);
   CHECK(train.at(3).contains("clip_ratio/region_mean"));
 }
+
+TEST_CASE("grpo resumed from a checkpoint samples and learns exactly as the uninterrupted run") {
+  ScratchDir dir;
+  make_tiny_model(dir / "base", 10);
+  std::string records;
+  for (int i = 0; i < 12; ++i)
+    records += nlohmann::json{{"prompt_ids", {kBos, kFirstContent + i}}, {"answer", std::to_string(kFirstContent + i)}}
+                   .dump() +
+               "\n";
+  write_text(dir / "prompts.jsonl", records);
+  write_text(dir / "pipeline.toml",
+             pipeline_head(dir / "run", dir / "base") +
+                 stage("grpo", "algorithm = \"grpo\"\nmodel = \"base\"\ndata = { path = " + quoted(dir / "prompts.jsonl") +
+                                   " }\nnum_generations = 4\nmax_completion_length = 3\nper_device_train_batch_size = 4\n"
+                                   "learning_rate = 0.01\nmax_steps = 6\nsave_steps = 3\nlogging_steps = 1\n") +
+                 "[[stages.grpo.rewards]]\nname = \"exact_answer\"\n");
+  CHECK(run_pipeline_file(dir / "pipeline.toml") == core::RunOutcome::Completed);
+  const MetricRows uninterrupted = read_metrics(dir / "run/grpo", "train");
+  REQUIRE(uninterrupted.size() == 6);
+  // As if the run had stopped after its step-3 checkpoint.
+  fs::remove_all(dir / "run/grpo/final");
+  fs::remove(dir / "run/grpo/DONE");
+  CHECK(run_pipeline_file(dir / "pipeline.toml", {}, /*resume=*/true) == core::RunOutcome::Completed);
+  const MetricRows resumed = read_metrics(dir / "run/grpo", "train");
+  for (int64_t step = 4; step <= 6; ++step) {
+    CAPTURE(step);
+    for (const char* name : {"reward", "loss", "grad_norm", "completions/mean_length"})
+      CHECK(resumed.at(step).at(name).get<double>() == uninterrupted.at(step).at(name).get<double>());
+  }
+}
