@@ -10,6 +10,7 @@
 // clipped policy + value updates over the rollout.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <memory>
 #include <stdexcept>
 #include <string>

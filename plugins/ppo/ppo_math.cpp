@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace alignkit::ppo {
@@ -89,10 +90,10 @@ PpoLossOutput ppo_loss(const at::Tensor& new_logprobs, const at::Tensor& old_log
                        const at::Tensor& new_values, const at::Tensor& old_values, const at::Tensor& returns,
                        const at::Tensor& mask, const PpoLossSettings& settings) {
   require_rows("ppo_loss", mask);
-  for (const auto& [name, tensor] : {std::pair<const char*, const at::Tensor*>{"new_logprobs", &new_logprobs},
-                                     {"old_logprobs", &old_logprobs}, {"advantages", &advantages},
-                                     {"new_values", &new_values}, {"old_values", &old_values}, {"returns", &returns}})
-    require_shape("ppo_loss", name, *tensor, mask.sizes());
+  const std::pair<const char*, const at::Tensor*> inputs[] = {
+      {"new_logprobs", &new_logprobs}, {"old_logprobs", &old_logprobs}, {"advantages", &advantages},
+      {"new_values", &new_values},     {"old_values", &old_values},     {"returns", &returns}};
+  for (const auto& [name, tensor] : inputs) require_shape("ppo_loss", name, *tensor, mask.sizes());
   const at::Tensor valid = mask.to(at::kBool);
   const at::Tensor invalid = valid.logical_not();
 
@@ -107,8 +108,9 @@ PpoLossOutput ppo_loss(const at::Tensor& new_logprobs, const at::Tensor& old_log
 
   // Value: predictions may move at most cliprange_value from the rollout's values.
   const at::Tensor values = new_values.masked_fill(invalid, 0.0);  // (B, T)
+  // clamp, as TRL: at a bound the gradient still reaches the prediction (a min/max pair would halve it on ties).
   const at::Tensor values_clipped =
-      at::max(at::min(values, old_values + settings.cliprange_value), old_values - settings.cliprange_value);
+      at::clamp(values, old_values - settings.cliprange_value, old_values + settings.cliprange_value);
   const at::Tensor vf_losses = (values - returns).pow(2);
   const at::Tensor vf_losses_clipped = (values_clipped - returns).pow(2);
   const at::Tensor value_loss = 0.5 * online::masked_mean(at::maximum(vf_losses, vf_losses_clipped), valid);

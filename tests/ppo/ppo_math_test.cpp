@@ -64,7 +64,7 @@ at::Tensor contains_eos() {
 
 at::Tensor scores() { return at::tensor(std::vector<double>(kScores, kScores + 3), at::kDouble); }
 
-void check_close(const at::Tensor& found, const double (&expected)[3][5], const char* what) {
+void check_close(const at::Tensor& found, const double (&expected)[3][5], const std::string& what) {
   REQUIRE(found.sizes() == at::IntArrayRef({3, 5}));
   for (int64_t r = 0; r < 3; ++r)
     for (int64_t t = 0; t < 5; ++t) {
@@ -75,7 +75,7 @@ void check_close(const at::Tensor& found, const double (&expected)[3][5], const 
     }
 }
 
-void check_vector(const at::Tensor& found, const double (&expected)[3], const char* what) {
+void check_vector(const at::Tensor& found, const double (&expected)[3], const std::string& what) {
   REQUIRE(found.sizes() == at::IntArrayRef({3}));
   for (int64_t r = 0; r < 3; ++r) {
     CAPTURE(what);
