@@ -11,6 +11,21 @@ using namespace alignkit::test;
 
 namespace {
 
+// Random lowercase words: text a SentencePiece vocabulary of a few hundred pieces can be trained on.
+std::string random_words_corpus() {
+  std::mt19937 random(11);
+  std::string corpus;
+  for (int line = 0; line < 400; ++line) {
+    for (int word = 0; word < 8; ++word) {
+      corpus += word ? " " : "";
+      for (int letter = 0; letter < 3 + static_cast<int>(random() % 4); ++letter)
+        corpus += static_cast<char>('a' + random() % 26);
+    }
+    corpus += "\n";
+  }
+  return corpus;
+}
+
 const std::string kQuickstart = std::string(ALIGNKIT_SOURCE_DIR) + "/configs/quickstart";
 
 // Built once per process: tokenizer, base model, and an SFT + reward run.
@@ -53,7 +68,7 @@ struct QuickStart {
                                        test::quoted(kQuickstart + "/prefs_train.jsonl") + ", eval_path = " +
                                        test::quoted(kQuickstart + "/prefs_heldout.jsonl") +
                                        " }\nlearning_rate = 1e-3\ncenter_rewards_coefficient = 0.01\n"
-                                       "lr_scheduler_type = \"cosine\"\nnum_train_epochs = 6\n"
+                                       "lr_scheduler_type = \"cosine\"\nnum_train_epochs = 10\n"
                                        "per_device_train_batch_size = 20\nlogging_steps = 20\n"));
     REQUIRE(run_pipeline_file(root / "setup.toml") == core::RunOutcome::Completed);
   }
@@ -86,7 +101,9 @@ TEST_CASE("ppo: against a reward model trained on the quick-start pairs, the hel
   const double before = last_metric(read_metrics(dir / "run/before", "eval"), "objective/scores");
   const double after = last_metric(read_metrics(dir / "run/ppo", "eval"), "objective/scores");
   MESSAGE("held-out mean reward (greedy, 20 prompts): SFT " << before << ", after 40 PPO steps " << after);
-  CHECK(after - before > 1.0);
+  // Measured on this machine: -0.19 -> 1.09 (+1.28; the reward model's own held-out margin between a right
+  // and a wrong answer is 1.8). The bound leaves room for other BLAS kernels.
+  CHECK(after - before > 0.8);
 
   // Every TRL metric is logged.
   const MetricRows train = read_metrics(dir / "run/ppo", "train");
@@ -126,6 +143,13 @@ TEST_CASE("rlhf: one stage from preference data to a PPO-tuned policy") {
   CHECK(read_metrics(dir / "run/rlhf", "eval").rbegin()->second.contains("objective/scores"));
   CHECK(read_text(dir / "run/rlhf/final/config.json").find("LlamaForCausalLM") != std::string::npos);
 
+  // Run again after PPO's output is lost: the finished reward phase is not trained again.
+  const std::string reward_log = read_text(dir / "run/rlhf/reward/metrics.jsonl");
+  fs::remove(dir / "run/rlhf/DONE");
+  fs::remove_all(dir / "run/rlhf/final");
+  REQUIRE(run_pipeline_file(dir / "rlhf.toml") == core::RunOutcome::Completed);
+  CHECK(read_text(dir / "run/rlhf/reward/metrics.jsonl") == reward_log);
+  CHECK(fs::exists(dir / "run/rlhf/final/config.json"));
 }
 
 TEST_CASE("ppo: bad input is a ConfigError naming the setting (exit code 2 from the CLI)") {
@@ -142,7 +166,8 @@ TEST_CASE("ppo: bad input is a ConfigError naming the setting (exit code 2 from 
   SUBCASE("a reward model with another vocabulary") {
     // A scalar-head model over a 300-token SentencePiece vocabulary.
     const std::string other = dir / "other";
-    REQUIRE(run_cli({"tokenizer", "train", "--input", kQuickstart + "/corpus.txt", "--vocab-size", "300", "--out",
+    write_text(dir / "words.txt", random_words_corpus());
+    REQUIRE(run_cli({"tokenizer", "train", "--input", dir / "words.txt", "--vocab-size", "300", "--out",
                      other + "/tokenizer.model"},
                     dir / "setup.log") == 0);
     REQUIRE(run_cli({"model", "init", "--tokenizer", other + "/tokenizer.model", "--hidden-size", "32", "--layers", "1",
@@ -162,21 +187,14 @@ TEST_CASE("ppo: bad input is a ConfigError naming the setting (exit code 2 from 
   }
 
   SUBCASE("a reward model with the same vocabulary size but another tokenizer") {
-    // The trained reward model's folder with a 276-piece tokenizer of other text.
-    std::mt19937 random(11);
-    std::string corpus;
-    for (int line = 0; line < 400; ++line) {
-      for (int word = 0; word < 8; ++word) {
-        corpus += word ? " " : "";
-        for (int letter = 0; letter < 3 + static_cast<int>(random() % 4); ++letter)
-          corpus += static_cast<char>('a' + random() % 26);
-      }
-      corpus += "\n";
-    }
-    write_text(dir / "words.txt", corpus);
+    // The trained reward model's folder with a 276-piece tokenizer of other text (multiplications).
+    std::string products;
+    for (int a = 0; a < 10; ++a)
+      for (int b = 0; b < 10; ++b) products += std::to_string(a) + "*" + std::to_string(b) + "=" + std::to_string(a * b) + "\n";
+    write_text(dir / "products.txt", products);
     fs::copy(qs.reward_model, dir / "rm", fs::copy_options::recursive);
     fs::remove(dir / "rm/tokenizer.model");
-    REQUIRE(run_cli({"tokenizer", "train", "--input", dir / "words.txt", "--vocab-size", "276", "--out",
+    REQUIRE(run_cli({"tokenizer", "train", "--input", dir / "products.txt", "--vocab-size", "276", "--out",
                      dir / "rm/tokenizer.model"},
                     dir / "setup.log") == 0);
     write_text(dir / "p.toml", pipeline_head(dir / "run", qs.base) + models(qs) + "\n[models.other]\npath = " +
