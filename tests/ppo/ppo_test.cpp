@@ -79,7 +79,7 @@ std::string ppo_body(const QuickStart& qs, const std::string& extra) {
   return "algorithm = \"ppo\"\nmodel = \"sft\"\ndata = { path = " + test::quoted(qs.train_prompts) +
          ", eval_path = " + test::quoted(qs.eval_prompts) +
          " }\nresponse_length = 4\ntemperature = 1.0\nper_device_train_batch_size = 16\n"
-         "per_device_eval_batch_size = 20\nlogging_steps = 5\n" + extra;
+         "per_device_eval_batch_size = 20\n" + extra;
 }
 
 std::string models(const QuickStart& qs) {
@@ -115,6 +115,29 @@ TEST_CASE("ppo: against a reward model trained on the quick-start pairs, the hel
   // The policy in Hugging Face layout, its value model (a scalar head) beside it.
   CHECK(read_text(dir / "run/ppo/final/config.json").find("LlamaForCausalLM") != std::string::npos);
   CHECK(read_text(dir / "run/ppo/final/value_model/config.json").find("ForSequenceClassification") != std::string::npos);
+}
+
+TEST_CASE("ppo: a run resumed from a checkpoint logs what an uninterrupted one logs (value model restored)") {
+  QuickStart& qs = QuickStart::get();
+  ScratchDir dir;
+  write_text(dir / "p.toml", pipeline_head(dir / "run", qs.base) + models(qs) +
+                                 stage("ppo", ppo_body(qs, "reward_model = \"rm\"\nlearning_rate = 2e-4\nmax_steps = 4\n"
+                                                           "save_steps = 2\nlogging_steps = 1\n")));
+  REQUIRE(run_pipeline_file(dir / "p.toml") == core::RunOutcome::Completed);
+  const MetricRows uninterrupted = read_metrics(dir / "run/ppo", "train");
+  REQUIRE(fs::exists(dir / "run/ppo/checkpoint-000002/model/value_model/model.safetensors"));
+
+  // Lose everything after the checkpoint at step 2, then run again: steps 3 and 4 are made anew.
+  fs::remove(dir / "run/ppo/DONE");
+  fs::remove_all(dir / "run/ppo/final");
+  REQUIRE(run_pipeline_file(dir / "p.toml") == core::RunOutcome::Completed);
+  const MetricRows resumed = read_metrics(dir / "run/ppo", "train");
+  for (int64_t step : {3, 4})
+    for (const char* name : {"loss", "objective/scores", "objective/kl", "loss/value_avg", "loss/policy_avg"}) {
+      CAPTURE(step);
+      CAPTURE(std::string(name));
+      CHECK(resumed.at(step).at(name).get<double>() == uninterrupted.at(step).at(name).get<double>());
+    }
 }
 
 TEST_CASE("rlhf: one stage from preference data to a PPO-tuned policy") {
