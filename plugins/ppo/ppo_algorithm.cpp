@@ -73,7 +73,6 @@ class PpoAlgorithm : public Algorithm, public OnlineAlgorithm {
  public:
   void setup(StageContext& context, const TrainEnv& env) override {
     context_ = &context;
-    env_ = env;
     const ConfigView& settings = context.settings();
     read_settings(settings);
 
@@ -334,7 +333,6 @@ class PpoAlgorithm : public Algorithm, public OnlineAlgorithm {
   }
 
   StageContext* context_ = nullptr;
-  TrainEnv env_;
   int64_t response_length_ = 53;
   double temperature_ = 0.7;
   int64_t max_prompt_length_ = 0;
