@@ -509,12 +509,21 @@ class Loop {
       throw ConfigError(dir + ": saved with world size " + std::to_string(state.value("world_size", 1)) +
                         ", resumed with " + std::to_string(collective_.world_size()));
 
-    SafetensorsCheckpoint weights = SafetensorsCheckpoint::open_dir(dir + "/model");
     {
+      // A parameter named "<folder>/<tensor>" belongs to a second model the
+      // algorithm saves in that subfolder (PPO's value model beside the policy).
+      std::map<std::string, SafetensorsCheckpoint> folders;
       at::NoGradGuard no_grad;
       for (NamedTensor& p : parameters_) {
-        if (!weights.contains(p.name)) throw ConfigError(dir + "/model: no tensor '" + p.name + "'");
-        p.tensor.copy_(weights.tensor(p.name));
+        const size_t slash = p.name.find('/');
+        const std::string folder = slash == std::string::npos ? "" : p.name.substr(0, slash);
+        const std::string tensor = slash == std::string::npos ? p.name : p.name.substr(slash + 1);
+        const std::string folder_path = dir + "/model" + (folder.empty() ? "" : "/" + folder);
+        auto weights = folders.find(folder);
+        if (weights == folders.end())
+          weights = folders.emplace(folder, SafetensorsCheckpoint::open_dir(folder_path)).first;
+        if (!weights->second.contains(tensor)) throw ConfigError(folder_path + ": no tensor '" + tensor + "'");
+        p.tensor.copy_(weights->second.tensor(tensor));
       }
     }
     std::map<std::string, at::Tensor> optimizer_state = load_safetensors(dir + "/optimizer.safetensors");
