@@ -7,7 +7,7 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <future>
+#include <mutex>
 #include <thread>
 
 #include "alignkit/config.hpp"
@@ -28,6 +28,9 @@ std::string message_of(const std::exception& e) {
 }
 
 std::string heartbeat_key(int rank) { return "alignkit/heartbeat/" + std::to_string(rank); }
+constexpr const char* kFailureKey = "alignkit/failure";
+constexpr const char* kFailureCountKey = "alignkit/failure/count";
+constexpr const char* kRendezvousFailedKey = "alignkit/rendezvous_failed";
 std::string arrival_key(int rank) { return "alignkit/arrived/" + std::to_string(rank); }
 
 std::string rank_list(const std::vector<int>& ranks) {
@@ -54,50 +57,105 @@ struct C10dCollective::State {
   std::string backend_name;
   c10::intrusive_ptr<c10d::TCPStore> store;
   c10::intrusive_ptr<compat::CollectiveBackend> group;
-  // Each rank bumps its heartbeat counter in the store every half second from
-  // its own connection; after a failure, the counters that stopped moving
-  // name the ranks that died or stalled.
+  // Each rank's heartbeat thread bumps its own counter in the store every
+  // half second and records when it last saw every rank's counter move,
+  // through its own connection. After a failure, the counters that stopped
+  // moving name the ranks that died or stalled; the record survives rank 0
+  // (and with it the store) going away first.
+  struct Heartbeats {
+    std::mutex mutex;
+    std::vector<int64_t> counters;
+    std::vector<Clock::time_point> last_move;
+    Clock::time_point last_reply = Clock::now();
+    std::string store_error;  // set once the store stopped answering
+    // The first rank to diagnose a failure publishes it, so that ranks that
+    // notice later (when that rank exits) still learn what went wrong first.
+    std::string to_publish;
+    bool published = false;
+    std::string first_report;
+  };
+  std::shared_ptr<Heartbeats> heartbeats = std::make_shared<Heartbeats>();
   std::shared_ptr<std::atomic<bool>> stop_heartbeat = std::make_shared<std::atomic<bool>>(false);
   std::thread heartbeat;
   std::string failed_operation;  // set once a collective failed: nothing more is attempted
 
   void start_heartbeat() {
     c10::intrusive_ptr<c10d::TCPStore> client = open_store(env, options.store_timeout, false);
-    heartbeat = std::thread([client, stop = stop_heartbeat, key = heartbeat_key(env.rank)] {
+    heartbeats->counters.assign(static_cast<size_t>(env.world_size), -1);
+    heartbeats->last_move.assign(static_cast<size_t>(env.world_size), Clock::now());
+    heartbeat = std::thread([client, stop = stop_heartbeat, beats = heartbeats, env = env] {
       try {
         while (!stop->load()) {
-          client->add(key, 1);
+          client->add(heartbeat_key(env.rank), 1);
+          for (int r = 0; r < env.world_size; ++r) {
+            const int64_t value = client->add(heartbeat_key(r), 0);
+            std::lock_guard<std::mutex> lock(beats->mutex);
+            if (value != beats->counters[static_cast<size_t>(r)]) {
+              beats->counters[static_cast<size_t>(r)] = value;
+              beats->last_move[static_cast<size_t>(r)] = Clock::now();
+            }
+            beats->last_reply = Clock::now();
+          }
+          std::string report;
+          {
+            std::lock_guard<std::mutex> lock(beats->mutex);
+            if (!beats->published) report = beats->to_publish;
+          }
+          if (!report.empty() && client->add(kFailureCountKey, 1) == 1)
+            client->set(kFailureKey, std::vector<uint8_t>(report.begin(), report.end()));
+          std::string first;
+          if (client->check({kFailureKey})) {
+            const std::vector<uint8_t> value = client->get(kFailureKey);
+            first.assign(value.begin(), value.end());
+          }
+          {
+            std::lock_guard<std::mutex> lock(beats->mutex);
+            beats->published = beats->published || !report.empty();
+            if (beats->first_report.empty()) beats->first_report = first;
+          }
           for (int i = 0; i < 5 && !stop->load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
-      } catch (...) {
-        // The store's host (rank 0) is gone: the run is ending either way.
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(beats->mutex);
+        beats->store_error = message_of(e);
       }
     });
   }
 
-  // Which ranks stopped answering: heartbeat counters that do not move for
-  // two seconds. Bounded in time even when the store's host hangs.
+  // Which ranks stopped answering: after two more seconds of watching, the
+  // ranks whose heartbeat has not moved for 1.5 s before the store was last
+  // heard from; plus the first failure another rank published, if any.
   std::string diagnose() {
-    auto result = std::make_shared<std::promise<std::string>>();
-    std::future<std::string> answer = result->get_future();
-    std::thread([result, store = store, env = env] {
-      try {
-        std::vector<int64_t> before;
-        for (int r = 0; r < env.world_size; ++r) before.push_back(store->add(heartbeat_key(r), 0));
-        std::this_thread::sleep_for(std::chrono::seconds(2));
-        std::vector<int> silent;
-        for (int r = 0; r < env.world_size; ++r)
-          if (r != env.rank && store->add(heartbeat_key(r), 0) == before[static_cast<size_t>(r)]) silent.push_back(r);
-        result->set_value(silent.empty() ? "every rank's heartbeat is still moving (a slow rank?)"
-                                         : "missing rank(s): " + rank_list(silent) + " (no heartbeat for 2 s)");
-      } catch (const std::exception& e) {
-        result->set_value("missing rank: 0 (the rendezvous store it hosts at " + env.master_addr + ":" +
-                          std::to_string(env.master_port) + " is unreachable: " + message_of(e) + ")");
-      }
-    }).detach();
-    if (answer.wait_for(std::chrono::seconds(4)) == std::future_status::ready) return answer.get();
-    return "missing rank: 0 (the rendezvous store it hosts at " + env.master_addr + ":" + std::to_string(env.master_port) +
-           " does not answer)";
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    std::string text;
+    {
+      std::lock_guard<std::mutex> lock(heartbeats->mutex);
+      const Clock::time_point seen = heartbeats->last_reply;
+      std::vector<int> silent;
+      for (int r = 0; r < env.world_size; ++r)
+        if (r != env.rank && seen - heartbeats->last_move[static_cast<size_t>(r)] > std::chrono::milliseconds(1500))
+          silent.push_back(r);
+      if (!silent.empty()) text = "missing rank(s): " + rank_list(silent) + " (no heartbeat for 1.5 s)";
+      const std::string store = env.master_addr + ":" + std::to_string(env.master_port);
+      if (!heartbeats->store_error.empty())
+        text += (text.empty() ? "missing rank: 0" : "; rank 0") + std::string(" is gone (its store at ") + store +
+                " closed: " + heartbeats->store_error + ")";
+      else if (Clock::now() - seen > std::chrono::milliseconds(1500))
+        text += (text.empty() ? "missing rank: 0" : "; rank 0") + std::string(" does not answer (its store at ") +
+                store + " is silent)";
+      if (text.empty()) text = "every rank's heartbeat is still moving (a slow rank, or a network problem?)";
+      heartbeats->to_publish = "rank " + std::to_string(env.rank) + ": " + text;
+    }
+    // Give the heartbeat thread a moment to publish this (or learn an earlier report).
+    for (int i = 0; i < 15; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::lock_guard<std::mutex> lock(heartbeats->mutex);
+      if (heartbeats->published || !heartbeats->store_error.empty()) break;
+    }
+    std::lock_guard<std::mutex> lock(heartbeats->mutex);
+    const std::string& first = heartbeats->first_report;
+    if (!first.empty() && first != heartbeats->to_publish) text += "; first failure reported by " + first;
+    return text;
   }
 
   // Runs `body` (which starts or waits for collectives); a failure or timeout
@@ -201,13 +259,24 @@ std::unique_ptr<C10dCollective> C10dCollective::connect(const LaunchEnv& env, co
     const std::string world_text = std::to_string(env.world_size);
     state->store->set(arrival_key(env.rank), std::vector<uint8_t>(world_text.begin(), world_text.end()));
     while (!state->store->check(keys)) {
+      // Rank 0 gave up first: its message names the missing ranks.
+      if (env.rank != 0 && state->store->check({kRendezvousFailedKey})) {
+        const std::vector<uint8_t> value = state->store->get(kRendezvousFailedKey);
+        throw CommunicationError(me + ": " + std::string(value.begin(), value.end()));
+      }
       if (Clock::now() > deadline) {
         std::vector<int> missing;
         for (int r = 0; r < env.world_size; ++r)
           if (!state->store->check({arrival_key(r)})) missing.push_back(r);
-        throw CommunicationError(me + ": rendezvous at " + where + " timed out after store_timeout " +
-                                 seconds_text(options.store_timeout) + ": rank(s) " + rank_list(missing) +
-                                 " never arrived (WORLD_SIZE=" + std::to_string(env.world_size) + ")");
+        const std::string message = "rendezvous at " + where + " timed out after store_timeout " +
+                                    seconds_text(options.store_timeout) + ": rank(s) " + rank_list(missing) +
+                                    " never arrived (WORLD_SIZE=" + std::to_string(env.world_size) + ")";
+        if (env.rank == 0) {
+          // Tell the ranks that did arrive, and keep the store up while they read it.
+          state->store->set(kRendezvousFailedKey, std::vector<uint8_t>(message.begin(), message.end()));
+          std::this_thread::sleep_for(std::chrono::seconds(1));
+        }
+        throw CommunicationError(me + ": " + message);
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -223,7 +292,8 @@ std::unique_ptr<C10dCollective> C10dCollective::connect(const LaunchEnv& env, co
   } catch (const ConfigError&) {
     throw;
   } catch (const std::exception& e) {
-    throw CommunicationError(me + ": rendezvous at " + where + " failed (" + message_of(e) + ")");
+    throw CommunicationError(me + ": rendezvous at " + where + " failed: rank 0's store stopped answering (" +
+                             message_of(e) + ")");
   }
 
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>("alignkit/group", state->store);

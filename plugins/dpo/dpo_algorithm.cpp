@@ -295,7 +295,8 @@ class DpoAlgorithm : public Algorithm {
         tensors.emplace_back(prefix + names[k], column);
       }
     }
-    if (rank == 0) core::save_safetensors(path, tensors, {{"format", "pt"}, {kReferenceInputsKey, inputs}});
+    if (rank != 0) return;  // rank 0 writes the gathered table
+    core::save_safetensors(path, tensors, {{"format", "pt"}, {kReferenceInputsKey, inputs}});
     context_->log("reference log-probs of " + std::to_string(data_.train.size() + data_.eval.size()) +
                   " pairs precomputed with " + source + " into " + path);
   }

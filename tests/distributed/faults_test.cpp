@@ -64,7 +64,7 @@ TEST_CASE("with 3 ranks, killing one makes the other two exit non-zero in time, 
   processes[2]->signal(SIGKILL);
   check_survivors_fail(processes, {0, 1}, fault, "missing rank(s): 2");
   CHECK_FALSE(fs::exists(dir / "killed/fit/final"));
-  CHECK(list_committed_checkpoints(dir / "killed/fit").empty());
+  CHECK(core::list_committed_checkpoints(dir / "killed/fit").empty());
 }
 
 TEST_CASE("with 3 ranks, a stalled rank makes the other two time out, naming the operation and the rank") {
@@ -114,6 +114,24 @@ TEST_CASE("a NaN loss on one rank makes every rank skip that step") {
   CHECK(at::isfinite(weights.at("weights")).all().item<bool>());
 }
 
+TEST_CASE("SIGTERM on one rank: every rank stops after the same step, saves, and exits 75") {
+  ScratchDir dir;
+  write_fixture_pipeline(dir, "term", "max_steps = 100000\nstep_sleep_ms = 20\n" + timeouts());
+  auto processes = start_ranks(dir, "term", 2, free_port(), {0, 1});
+  REQUIRE_MESSAGE(wait_for_file(dir / "term/fit/metrics.jsonl", 60), processes[0]->log());
+  processes[1]->signal(SIGTERM);
+  for (auto& process : processes) {
+    INFO(process->log());
+    CHECK(process->wait_until(std::chrono::steady_clock::now() + std::chrono::seconds(30)) == 75);
+  }
+  const auto committed = core::list_committed_checkpoints(dir / "term/fit");
+  REQUIRE(committed.size() == 1);
+  for (int rank : {0, 1}) {
+    auto state = core::SafetensorsFile::open(committed[0].path + "/rng_state_" + std::to_string(rank) + ".safetensors");
+    CHECK(state->metadata().at("micro_batches") == std::to_string(committed[0].step));
+  }
+}
+
 TEST_CASE("the launcher: prefixed output; SIGTERM saves on every rank; resume; world-size change refused") {
   ScratchDir dir;
   write_fixture_pipeline(dir, "preempt", "max_steps = 100000\nstep_sleep_ms = 20\n" + timeouts());
@@ -132,7 +150,7 @@ TEST_CASE("the launcher: prefixed output; SIGTERM saves on every rank; resume; w
     CHECK(contains(log, "[rank 1] "));
     CHECK(contains(log, "forwarding"));
   }
-  const auto committed = list_committed_checkpoints(dir / "preempt/fit");
+  const auto committed = core::list_committed_checkpoints(dir / "preempt/fit");
   REQUIRE(committed.size() == 1);
   CHECK(fs::exists(committed[0].path + "/rng_state_0.safetensors"));
   CHECK(fs::exists(committed[0].path + "/rng_state_1.safetensors"));

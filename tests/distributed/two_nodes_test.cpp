@@ -35,7 +35,6 @@ class VethPair {
         "ip -n " + ns(1) + " link set " + link(1) + " up",
         "ip -n " + ns(0) + " link set lo up",
         "ip -n " + ns(1) + " link set lo up",
-        "ip netns exec " + ns(0) + " ping -c 1 -W 2 " + address(1),
     };
     for (const std::string& command : setup)
       if (shell(command) != 0) {
