@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -206,6 +207,21 @@ struct StepAccumulator {
   }
 };
 
+// The stage settings a checkpoint must have been saved with: all but those
+// that only say how to run (permission to change the world size, timeouts),
+// which a resumed run may change.
+std::string settings_fingerprint(const ConfigValue& stage) {
+  static const char* const kOperational[] = {"allow_world_size_change", "collective_timeout", "store_timeout"};
+  ConfigValue kept = stage;
+  kept.table.erase(std::remove_if(kept.table.begin(), kept.table.end(),
+                                  [](const std::pair<std::string, ConfigValue>& entry) {
+                                    return std::find(std::begin(kOperational), std::end(kOperational), entry.first) !=
+                                           std::end(kOperational);
+                                  }),
+                   kept.table.end());
+  return to_toml(kept);
+}
+
 std::string parameter_signature(const std::vector<NamedTensor>& parameters) {
   std::ostringstream out;
   for (const NamedTensor& p : parameters) out << p.name << p.tensor.sizes() << ';';
@@ -247,7 +263,7 @@ class Loop {
     options.weight_decay = settings_.weight_decay;
     optimizer_ = std::make_unique<AdamW>(parameters_, options);
 
-    fingerprint_ = to_toml(*view.node());
+    fingerprint_ = settings_fingerprint(*view.node());
     resume_if_possible();
 
     context_.log("training " + std::to_string(num_train) + " examples for " + std::to_string(data_.total_steps) +

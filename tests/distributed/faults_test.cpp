@@ -162,6 +162,19 @@ TEST_CASE("the launcher: prefixed output; SIGTERM saves on every rank; resume; w
   INFO(single.log());
   CHECK(single_code == 2);
   CHECK(contains(single.log(), "allow_world_size_change"));
+
+  // Allowed, it continues from the checkpoint (to the stop signal sent once it runs).
+  Process allowed({ALIGNKIT_CLI, "run", pipeline, "--plugin-dir", fixture_plugin_dir(), "--set",
+                   "stages.fit.allow_world_size_change=true"},
+                  {{"MASTER_PORT", std::to_string(free_port())}}, dir / "allowed.log");
+  const auto started = std::chrono::steady_clock::now();
+  while (!contains(allowed.log(), "resuming from") && !allowed.ended() && seconds_since(started) < 60)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  allowed.signal(SIGTERM);
+  const int allowed_code = allowed.wait_until(std::chrono::steady_clock::now() + std::chrono::seconds(30));
+  INFO(allowed.log());
+  CHECK(contains(allowed.log(), "resuming a checkpoint of 2 process(es) with 1"));
+  CHECK(allowed_code == 75);
 }
 
 TEST_CASE("the launcher stops the other workers when one fails and exits with its code") {
