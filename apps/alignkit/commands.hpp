@@ -54,6 +54,7 @@ std::unique_ptr<Dataset> load_records(const core::PluginHost& host, const std::s
 void set_threads(int64_t threads);
 
 int cmd_run(const std::vector<std::string>& args);
+int cmd_launch(const std::vector<std::string>& args);
 int cmd_validate(const std::vector<std::string>& args);
 int cmd_plugins_list(const std::vector<std::string>& args);
 int cmd_plugins_info(const std::vector<std::string>& args);

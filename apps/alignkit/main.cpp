@@ -13,6 +13,7 @@ namespace {
 
 const Command kCommands[] = {
     {"run", "run a pipeline: alignkit run PIPELINE.toml [--set KEY=VALUE]... [--resume]", cmd_run},
+    {"launch", "start and supervise data-parallel workers: alignkit launch --nproc-per-node N -- run P.toml", cmd_launch},
     {"validate", "check a pipeline without running it", cmd_validate},
     {"plugins list", "list the plugins found and their status [--json]", cmd_plugins_list},
     {"plugins info", "show a component's settings, types, defaults and docs", cmd_plugins_info},

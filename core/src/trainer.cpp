@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -46,6 +47,7 @@ TrainerSettings TrainerSettings::from(const ConfigView& s) {
   t.max_bad_steps = s.get_int("max_bad_steps");
   t.shuffle = s.get_bool("shuffle");
   t.seed = static_cast<uint64_t>(s.get_int("seed"));
+  t.allow_world_size_change = s.get_bool("allow_world_size_change");
   return t;
 }
 
@@ -73,6 +75,8 @@ std::vector<SettingSpec> trainer_setting_specs() {
       setting::integer("save_total_limit", d.save_total_limit, "keep only the newest N checkpoints (0: keep all)", 0),
       setting::integer("max_bad_steps", d.max_bad_steps, "stop after this many non-finite steps in a row", 1),
       setting::boolean("shuffle", d.shuffle, "shuffle the training data each epoch (false keeps file order)"),
+      setting::boolean("allow_world_size_change", d.allow_world_size_change,
+                       "resume a checkpoint saved with another number of processes (otherwise an error)"),
   };
 }
 
@@ -191,15 +195,32 @@ struct StepAccumulator {
     names.push_back(name);
     sums.push_back(value * examples);
   }
+  // Example-weighted means over every rank (ranks may hold different counts).
   Metrics means(Collective& collective) const {
-    std::vector<double> values;
-    for (double s : sums) values.push_back(weight > 0 ? s / weight : 0.0);
-    values = collective.average(values);
+    std::vector<double> values = sums;
+    values.push_back(weight);
+    values = collective.average(values);  // the world size cancels in the ratio
+    const double total = values.back();
     Metrics out;
-    for (size_t i = 0; i < names.size(); ++i) out.push_back({names[i], values[i]});
+    for (size_t i = 0; i < names.size(); ++i) out.push_back({names[i], total > 0 ? values[i] / total : 0.0});
     return out;
   }
 };
+
+// The stage settings a checkpoint must have been saved with: all but those
+// that only say how to run (permission to change the world size, timeouts),
+// which a resumed run may change.
+std::string settings_fingerprint(const ConfigValue& stage) {
+  static const char* const kOperational[] = {"allow_world_size_change", "collective_timeout", "store_timeout"};
+  ConfigValue kept = stage;
+  kept.table.erase(std::remove_if(kept.table.begin(), kept.table.end(),
+                                  [](const std::pair<std::string, ConfigValue>& entry) {
+                                    return std::find(std::begin(kOperational), std::end(kOperational), entry.first) !=
+                                           std::end(kOperational);
+                                  }),
+                   kept.table.end());
+  return to_toml(kept);
+}
 
 std::string parameter_signature(const std::vector<NamedTensor>& parameters) {
   std::ostringstream out;
@@ -219,6 +240,9 @@ class Loop {
   TrainOutcome run() {
     const ConfigView& view = context_.settings();
     LrSchedule schedule = parse_lr_schedule(settings_.lr_scheduler_type);
+    env_.rank = collective_.rank();
+    env_.world_size = collective_.world_size();
+    env_.communicator = &collective_;
     algorithm_.setup(context_, env_);
     parameters_ = algorithm_.trainable_parameters();
     if (parameters_.empty()) throw std::runtime_error("the algorithm has no trainable parameters");
@@ -239,7 +263,7 @@ class Loop {
     options.weight_decay = settings_.weight_decay;
     optimizer_ = std::make_unique<AdamW>(parameters_, options);
 
-    fingerprint_ = to_toml(*view.node());
+    fingerprint_ = settings_fingerprint(*view.node());
     resume_if_possible();
 
     context_.log("training " + std::to_string(num_train) + " examples for " + std::to_string(data_.total_steps) +
@@ -399,12 +423,18 @@ class Loop {
     algorithm_.set_training(false);
     StepAccumulator totals;
     const int64_t batch = settings_.per_device_eval_batch_size;
-    const int world = collective_.world_size();
-    for (int64_t start = collective_.rank() * batch; start < n; start += batch * world) {
+    // A contiguous shard per rank; means are weighted by example counts.
+    const int64_t world = collective_.world_size();
+    const int64_t first = n * collective_.rank() / world;
+    const int64_t last = n * (collective_.rank() + 1) / world;
+    for (int64_t start = first; start < last; start += batch) {
       std::vector<int64_t> indices;
-      for (int64_t i = start; i < std::min(n, start + batch); ++i) indices.push_back(i);
+      for (int64_t i = start; i < std::min(last, start + batch); ++i) indices.push_back(i);
       totals.add(algorithm_.step(indices, Split::Eval), static_cast<double>(indices.size()));
     }
+    // A rank with an empty shard still reports every metric name (with
+    // weight 0), so all ranks reduce vectors of one length.
+    if (first == last) totals.add(algorithm_.step({0}, Split::Eval), 0.0);
     algorithm_.set_training(true);
     Metrics metrics = totals.means(collective_);
     if (collective_.rank() == 0) {
@@ -444,16 +474,25 @@ class Loop {
     return committed.empty() ? "(none saved)" : committed.front().path;
   }
 
+  // Every rank writes its own RNG state and data position, then rank 0 the
+  // shared state and, after a barrier that confirms the ranks' files are
+  // durable, the commit marker last. A failed collective throws out of here
+  // before the marker, so a communication error never commits a checkpoint.
   void save_checkpoint() {
+    const std::string dir = checkpoint_path(step_);
     collective_.barrier();
     if (collective_.rank() == 0) {
-      const std::string dir = checkpoint_path(step_);
       fs::remove_all(dir);
       fs::create_directories(dir);
+    }
+    collective_.barrier();
+    save_safetensors(rank_state_path(dir, collective_.rank()),
+                     {{"rng.cpu", at::detail::getDefaultCPUGenerator().get_state()}},
+                     {{"format", "pt"}, {"micro_batches", std::to_string(step_ * settings_.gradient_accumulation_steps)}});
+    collective_.barrier();
+    if (collective_.rank() == 0) {
       algorithm_.save(dir + "/model");
-      std::vector<std::pair<std::string, at::Tensor>> state = optimizer_->state();
-      state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-      save_safetensors(dir + "/optimizer.safetensors", state);
+      save_safetensors(dir + "/optimizer.safetensors", optimizer_->state());
       nlohmann::json trainer_state = {
           {"step", step_},
           {"num_tokens", num_tokens_},
@@ -475,6 +514,10 @@ class Loop {
       }
     }
     collective_.barrier();
+  }
+
+  static std::string rank_state_path(const std::string& dir, int rank) {
+    return dir + "/rng_state_" + std::to_string(rank) + ".safetensors";
   }
 
   void resume_if_possible() {
@@ -505,9 +548,15 @@ class Loop {
     if (state.value("parameters", "") != parameter_signature(parameters_))
       throw ConfigError(dir + ": this checkpoint is for a model of another shape than stage " + context_.stage_name() +
                         " builds");
-    if (state.value("world_size", 1) != collective_.world_size())
-      throw ConfigError(dir + ": saved with world size " + std::to_string(state.value("world_size", 1)) +
-                        ", resumed with " + std::to_string(collective_.world_size()));
+    const int saved_world = state.value("world_size", 1);
+    if (saved_world != collective_.world_size()) {
+      if (!settings_.allow_world_size_change)
+        throw ConfigError(dir + ": saved by " + std::to_string(saved_world) + " process(es), resumed with " +
+                          std::to_string(collective_.world_size()) + "; run with the same number or set " +
+                          context_.settings().locate("allow_world_size_change") + " = true");
+      context_.log("resuming a checkpoint of " + std::to_string(saved_world) + " process(es) with " +
+                   std::to_string(collective_.world_size()) + " (allow_world_size_change)");
+    }
 
     {
       // A parameter named "<folder>/<tensor>" belongs to a second model the
@@ -526,10 +575,11 @@ class Loop {
         p.tensor.copy_(weights->second.tensor(tensor));
       }
     }
-    std::map<std::string, at::Tensor> optimizer_state = load_safetensors(dir + "/optimizer.safetensors");
-    optimizer_->load_state(optimizer_state);
+    optimizer_->load_state(load_safetensors(dir + "/optimizer.safetensors"));
+    // A rank the checkpoint had no process for continues from rank 0's RNG.
+    const int rng_rank = collective_.rank() < saved_world ? collective_.rank() : 0;
     at::Generator generator = at::detail::getDefaultCPUGenerator();
-    generator.set_state(optimizer_state.at("rng.cpu"));
+    generator.set_state(load_safetensors(rank_state_path(dir, rng_rank)).at("rng.cpu"));
     step_ = state.at("step").get<int64_t>();
     num_tokens_ = state.at("num_tokens").get<int64_t>();
     skipped_steps_ = state.at("skipped_steps").get<int64_t>();

@@ -6,6 +6,8 @@
 // losses.hpp.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/stack.h>
 #include <ATen/ops/tensor.h>
 #include <c10/core/GradMode.h>
 
@@ -260,32 +262,41 @@ class DpoAlgorithm : public Algorithm {
     std::shared_ptr<CausalLM> reference =
         role == "reference" ? recipe::load_reference(*context_, role, source, env_, *policy_, model_dir_) : policy_;
     reference->set_training(false);
+    // Batch b is scored by rank b % world_size; the shards are then gathered
+    // so that every rank holds the whole table.
+    Communicator* ranks = env_.communicator;
+    const int rank = ranks ? ranks->rank() : 0;
+    const int world = ranks ? ranks->world_size() : 1;
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (Split split : {Split::Train, Split::Eval}) {
       const recipe::SplitData& data = split_data(split);
       if (data.size() == 0) continue;
-      std::vector<at::Tensor> parts[4];
-      for (int64_t start = 0; start < data.size(); start += batch_size) {
+      std::vector<at::Tensor> rows;  // (b, 5) each: index, chosen, rejected, chosen_mean, rejected_mean
+      for (int64_t start = batch_size * rank; start < data.size(); start += batch_size * world) {
         std::vector<int64_t> indices;
         for (int64_t i = start; i < std::min(data.size(), start + batch_size); ++i) indices.push_back(i);
         const Batch batch = collate_preference(data.examples(indices), collate_).to(env_.device);
         PairLogps logps =
             recipe::guarded("precomputing reference log-probs", [&] { return reference_pass(*reference, batch); });
-        parts[0].push_back(logps.chosen.cpu());
-        parts[1].push_back(logps.rejected.cpu());
-        parts[2].push_back(logps.chosen_mean.cpu());
-        parts[3].push_back(logps.rejected_mean.cpu());
+        rows.push_back(at::stack({at::tensor(indices, at::kLong).to(at::kDouble), logps.chosen.cpu().to(at::kDouble),
+                                  logps.rejected.cpu().to(at::kDouble), logps.chosen_mean.cpu().to(at::kDouble),
+                                  logps.rejected_mean.cpu().to(at::kDouble)},
+                                 1));
       }
+      at::Tensor local = rows.empty() ? at::empty({0, 5}, at::kDouble) : at::cat(rows);  // (n_rank, 5)
+      at::Tensor all = ranks ? ranks->all_gather(local) : local;                          // (N, 5)
+      at::Tensor order = all.select(1, 0).to(at::kLong).argsort();                        // (N)
+      all = all.index_select(0, order);
       const std::string prefix = split_name(split);
       const char* names[4] = {".chosen", ".rejected", ".chosen_mean", ".rejected_mean"};
       for (int k = 0; k < 4; ++k) {
-        at::Tensor column = at::cat(parts[k]);  // (N)
+        at::Tensor column = all.select(1, k + 1).to(at::kFloat).contiguous();  // (N), as sequence_logprobs gives them
         precomputed_[prefix + names[k]] = column;
         tensors.emplace_back(prefix + names[k], column);
       }
     }
-    if (env_.rank == 0)
-      core::save_safetensors(path, tensors, {{"format", "pt"}, {kReferenceInputsKey, inputs}});
+    if (rank != 0) return;  // rank 0 writes the gathered table
+    core::save_safetensors(path, tensors, {{"format", "pt"}, {kReferenceInputsKey, inputs}});
     context_->log("reference log-probs of " + std::to_string(data_.train.size() + data_.eval.size()) +
                   " pairs precomputed with " + source + " into " + path);
   }

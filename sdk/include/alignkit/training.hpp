@@ -40,6 +40,21 @@ struct StepOutput {
   int64_t num_tokens = 0;
 };
 
+// The collective operations an algorithm may use when it splits work over
+// the ranks of a data-parallel run (for example precomputing reference
+// log-probs shard by shard). With one process they are identities.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  // Every rank's `local` (a CPU tensor) concatenated along dim 0 in rank
+  // order; the sizes along dim 0 may differ between ranks, the others may not.
+  virtual at::Tensor all_gather(const at::Tensor& local) = 0;
+  // Returns once every rank has called it.
+  virtual void barrier() = 0;
+};
+
 // What the backend decided, handed to the algorithm at setup.
 struct TrainEnv {
   c10::Device device = c10::Device(c10::kCPU);
@@ -47,6 +62,9 @@ struct TrainEnv {
   int rank = 0;
   int world_size = 1;
   uint64_t seed = 0;
+  // The ranks of this run; set by the training loop before setup(), valid
+  // until the stage ends. Every rank must make the same calls in the same order.
+  Communicator* communicator = nullptr;
 };
 
 // Host services for one stage.

@@ -37,6 +37,9 @@ struct TrainerSettings {
   int64_t max_bad_steps = 10;
   bool shuffle = true;
   uint64_t seed = 42;
+  // Resume a checkpoint saved with another number of ranks (the data order
+  // then continues at the same step of the new world size's schedule).
+  bool allow_world_size_change = false;
 
   static TrainerSettings from(const ConfigView& settings);
 };
@@ -44,12 +47,15 @@ struct TrainerSettings {
 // The SettingSpecs of TrainerSettings, for a backend's ComponentInfo.
 std::vector<SettingSpec> trainer_setting_specs();
 
-// What differs between one process and many.
-class Collective {
+// What differs between one process and many. This base class is the single
+// process; the distributed backend implements it over c10d. Every rank makes
+// the same calls in the same order. A failed collective throws; the loop then
+// stops without saving.
+class Collective : public Communicator {
  public:
-  virtual ~Collective() = default;
-  virtual int rank() const { return 0; }
-  virtual int world_size() const { return 1; }
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  at::Tensor all_gather(const at::Tensor& local) override { return local; }
   // Makes every rank start from rank 0's weights.
   virtual void broadcast_parameters(const std::vector<NamedTensor>& parameters) {}
   // Averages gradients over ranks (after the local accumulation).
@@ -58,7 +64,7 @@ class Collective {
   virtual std::vector<double> average(const std::vector<double>& values) { return values; }
   // True on every rank when `flag` is true on any: shared decisions (skip, stop).
   virtual bool any(bool flag) { return flag; }
-  virtual void barrier() {}
+  void barrier() override {}
 };
 
 // How examples are ordered and split into steps.
