@@ -9,8 +9,6 @@ answer is right. The DPO set pairs the right answer (chosen) with wrong ones
 wrong answer the SFT demonstrations taught for it, a pair DPO never sees: the
 SFT model cannot tell the two apart (about chance), and what the set
 measures after DPO is whether the model now prefers the right answer.
-The prompt set (prompts.jsonl) holds every question with its answer, for
-the synthesize stage and rule rewards (configs/synthesize_dpo.toml).
 
 Deterministic (fixed seed); the files are committed, and this script
 regenerates them: /usr/bin/python3 scripts/make_quickstart_data.py
@@ -30,7 +28,7 @@ def write(name, records):
 
 def main():
     rng = random.Random(1234)
-    sft, train_pairs, heldout_pairs, corpus, prompts = [], [], [], [], []
+    sft, train_pairs, heldout_pairs, corpus = [], [], [], []
     for a in range(10):
         for b in range(10):
             prompt, answer = f"{a}+{b}=", a + b
@@ -43,14 +41,12 @@ def main():
                 train_pairs.append({"prompt": prompt, "chosen": str(answer), "rejected": str(w)})
             heldout_pairs.append({"prompt": prompt, "chosen": str(answer), "rejected": str(sft_wrong)})
             corpus.append(f"{prompt}{answer}")
-            prompts.append({"prompt": prompt, "answer": str(answer)})
     rng.shuffle(sft)
     rng.shuffle(train_pairs)
     os.makedirs(OUT, exist_ok=True)
     write("sft.jsonl", sft)
     write("prefs_train.jsonl", train_pairs)
     write("prefs_heldout.jsonl", heldout_pairs)
-    write("prompts.jsonl", prompts)
     with open(os.path.join(OUT, "corpus.txt"), "w") as f:
         f.write("\n".join(corpus) + "\n")
 
