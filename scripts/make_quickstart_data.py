@@ -50,6 +50,12 @@ def main():
     with open(os.path.join(OUT, "corpus.txt"), "w") as f:
         f.write("\n".join(corpus) + "\n")
 
+    questions = [(a, b) for a in range(10) for b in range(10)]
+    heldout = set(random.Random(4321).sample(questions, 20))
+    rl = [{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a, b in questions]
+    write("rl_train.jsonl", [r for r, q in zip(rl, questions) if q not in heldout])
+    write("rl_heldout.jsonl", [r for r, q in zip(rl, questions) if q in heldout])
+
 
 if __name__ == "__main__":
     main()
