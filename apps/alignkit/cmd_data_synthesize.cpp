@@ -52,7 +52,8 @@ int cmd_data_synthesize(const std::vector<std::string>& args) {
   po::options_description options("data synthesize");
   PluginOptions plugin_options;
   add_plugin_options(options, plugin_options);
-  std::string model, data, out, judge = "reward_model", reward, reward_model, judge_model, judge_template, pairs = "best-vs-worst";
+  std::string model, data, out, judge = "reward_model", reward_model, judge_model, judge_template, pairs = "best-vs-worst";
+  std::vector<std::string> rewards;
   int64_t num_completions = 4, max_new_tokens = 32, top_k = 0, seed = 42, threads = 0;
   double temperature = 1.0, top_p = 1.0, margin_threshold = 0.0;
   bool keep_run = false;
@@ -60,7 +61,8 @@ int cmd_data_synthesize(const std::vector<std::string>& args) {
       "data", po::value(&data)->required(), "JSONL prompts (prompt, and answer for rule rewards)")(
       "out", po::value(&out)->required(), "preference pairs (prompt, chosen, rejected, margin, judge) written here")(
       "judge", po::value(&judge)->default_value(judge), "reward_model, rule or lm")(
-      "reward", po::value(&reward), "for --judge rule: the reward plugin (e.g. exact_answer)")(
+      "reward", po::value(&rewards)->composing(),
+      "for --judge rule: a reward plugin (e.g. exact_answer) with its default settings (repeatable; scores add up)")(
       "reward-model", po::value(&reward_model), "for --judge reward_model: a scalar-head model folder")(
       "judge-model", po::value(&judge_model), "for --judge lm: the judge model folder")(
       "judge-template", po::value(&judge_template), "for --judge lm: the judge prompt with {prompt}, {a}, {b}")(
@@ -106,8 +108,8 @@ int cmd_data_synthesize(const std::vector<std::string>& args) {
        << "\ntemperature = " << std::setprecision(17) << temperature << "\ntop_k = " << top_k << "\ntop_p = " << top_p
        << "\npairs = " << toml_string(pairs) << "\nmargin_threshold = " << margin_threshold << "\nthreads = " << threads
        << '\n';
-  if (!reward.empty()) toml << "reward = " << toml_string(reward) << '\n';
   if (!judge_template.empty()) toml << "judge_template = " << toml_string(judge_template) << '\n';
+  for (const std::string& name : rewards) toml << "\n[[stages.synthesize.rewards]]\nname = " << toml_string(name) << '\n';
   const std::string pipeline_file = (fs::path(run_dir) / "synthesize.toml").string();
   std::ofstream(pipeline_file) << toml.str();
 

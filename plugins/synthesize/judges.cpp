@@ -33,19 +33,18 @@ std::vector<int32_t> with_bos(const Tokenizer& tokenizer, const std::string& tex
 
 class RuleJudge : public Judge {
  public:
-  explicit RuleJudge(std::unique_ptr<Reward> reward) : reward_(std::move(reward)) {}
+  explicit RuleJudge(online::RewardSet rewards) : rewards_(std::move(rewards)) {}
   MarginMatrix judge(const Candidates& c) override {
     std::vector<RewardInput> inputs;
     for (const std::string& completion : c.completions) inputs.push_back({c.prompt_text, completion, c.answer});
-    std::vector<double> scores = reward_->score(inputs);
-    if (scores.size() != inputs.size())
-      throw std::runtime_error("the reward returned " + std::to_string(scores.size()) + " scores for " +
-                               std::to_string(inputs.size()) + " completions");
+    at::Tensor total = rewards_.score(inputs).total.to(at::kDouble);  // (N)
+    std::vector<double> scores;
+    for (int64_t i = 0; i < total.size(0); ++i) scores.push_back(total[i].item<double>());
     return from_scores(scores);
   }
 
  private:
-  std::unique_ptr<Reward> reward_;
+  online::RewardSet rewards_;
 };
 
 class RewardModelJudge : public Judge {
@@ -165,7 +164,7 @@ std::string fill_template(const std::string& template_text, const std::string& p
   return out;
 }
 
-std::unique_ptr<Judge> rule_judge(std::unique_ptr<Reward> reward) { return std::make_unique<RuleJudge>(std::move(reward)); }
+std::unique_ptr<Judge> rule_judge(online::RewardSet rewards) { return std::make_unique<RuleJudge>(std::move(rewards)); }
 
 std::unique_ptr<Judge> reward_model_judge(std::shared_ptr<CausalLM> model, std::unique_ptr<Tokenizer> tokenizer,
                                           c10::Device device, int64_t batch_size) {

@@ -15,8 +15,8 @@
 #include <c10/core/Device.h>
 
 #include "alignkit/model.hpp"
-#include "alignkit/reward.hpp"
 #include "alignkit/tokenizer.hpp"
+#include "reward_set.hpp"
 
 namespace alignkit::synthesize {
 
@@ -34,8 +34,9 @@ class Judge {
   virtual MarginMatrix judge(const Candidates& candidates) = 0;
 };
 
-// Scores from a reward plugin (rule rewards such as exact_answer).
-std::unique_ptr<Judge> rule_judge(std::unique_ptr<Reward> reward);
+// Scores from the stage's reward plugins (rule rewards such as exact_answer):
+// the weighted sum of a RewardSet, as GRPO's total reward.
+std::unique_ptr<Judge> rule_judge(online::RewardSet rewards);
 
 // Scores from a scalar-head reward model: its value at the last token of
 // BOS + prompt + completion + EOS, encoded with `tokenizer`.

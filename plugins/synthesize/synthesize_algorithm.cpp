@@ -1,6 +1,6 @@
 // The `synthesize` algorithm plugin: a data-producing stage. For each prompt
 // of the stage's data it samples N completions from the policy (`model`),
-// judges them (a rule reward plugin, a reward model, or an LM judge asked in
+// judges them (rule reward plugins, a reward model, or an LM judge asked in
 // both orders), and writes preference pairs whose judge margin exceeds
 // `margin_threshold` to <stage>/final/data.jsonl, which a later stage reads
 // with `data = { path = "stages.NAME.output" }` (synthesize -> dpo).
@@ -16,7 +16,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "alignkit/core/config_check.hpp"
 #include "alignkit/plugin.hpp"
 #include "alignkit/registry.hpp"
 #include "alignkit/training.hpp"
@@ -39,10 +38,11 @@ std::vector<SettingSpec> synthesize_settings() {
       setting::integer("top_k", 0, "keep the k most likely tokens when sampling (0: off)", 0),
       setting::number("top_p", 1.0, "nucleus sampling mass (1: off)", 0.0),
       setting::text("judge", "reward_model",
-                    "reward_model (the stage's reward_model, a scalar-head folder), rule (the reward plugin named by "
-                    "`reward`) or lm (the stage's judge_model compares two completions by p(\" A\") vs p(\" B\"))",
+                    "reward_model (the stage's reward_model, a scalar-head folder), rule (the reward plugins of "
+                    "`rewards`) or lm (the stage's judge_model compares two completions by p(\" A\") vs p(\" B\"))",
                     {"reward_model", "rule", "lm"}),
-      setting::optional_text("reward", "for judge = \"rule\": the reward plugin (e.g. exact_answer), with its default settings"),
+      online::rewards_setting("for judge = \"rule\": [[stages.NAME.rewards]] tables as GRPO's (name = a reward plugin "
+                              "such as exact_answer, weight, its own settings); the score is their weighted sum"),
       setting::text("judge_template", kDefaultTemplate, "for judge = \"lm\": the judge's prompt, with {prompt}, {a} and {b}"),
       setting::text("pairs", "best-vs-worst",
                     "best-vs-worst: one pair a prompt (highest against lowest total margin); all-pairs: every pair",
@@ -86,24 +86,13 @@ class SynthesizeAlgorithm final : public Algorithm, public DataProducer {
 
     judge_name_ = s.get_string("judge");
     const int64_t judge_batch = s.get_int("judge_batch_size");
+    if (judge_name_ != "rule" && s.has("rewards"))
+      throw ConfigError(s.locate("rewards") + ": rewards judge only with judge = \"rule\" (judge is \"" + judge_name_ + "\")");
     if (judge_name_ == "rule") {
-      if (!s.has("reward")) throw ConfigError(s.locate("reward") + ": judge = \"rule\" needs the name of a reward plugin");
-      const std::string name = s.get_string("reward");
-      const RewardProvider* provider = context.registry().reward(name);
-      const ComponentInfo* info = context.registry().info(ComponentKind::Reward, name);
-      if (!provider || !info) {
-        std::string available;
-        for (const std::string& n : context.registry().names(ComponentKind::Reward)) available += (available.empty() ? "" : ", ") + n;
-        throw ConfigError(s.locate("reward") + ": no reward plugin named '" + name + "' (available: " +
-                          (available.empty() ? "none" : available) + ")");
-      }
-      // The reward's own settings, at their defaults.
-      reward_settings_ = ConfigValue::empty_table();
-      std::vector<core::Diagnostic> problems;
-      core::check_table(reward_settings_, s.path() + ".reward", info->settings, problems);
-      if (!problems.empty()) throw ConfigError(s.locate("reward") + ": " + core::join(problems));
-      judge_ = rule_judge(provider->create(ConfigView(&reward_settings_, s.path() + ".reward"), context));
-      judge_name_ = "rule:" + name;
+      online::RewardSet rewards = online::RewardSet::create(context, "rewards", true);
+      judge_name_ = "rule:";
+      for (size_t i = 0; i < rewards.labels().size(); ++i) judge_name_ += (i ? "+" : "") + rewards.labels()[i];
+      judge_ = rule_judge(std::move(rewards));
     } else if (judge_name_ == "reward_model") {
       const std::string dir = recipe::require_model_dir(context, "reward_model");
       ModelOptions options;
@@ -228,7 +217,6 @@ class SynthesizeAlgorithm final : public Algorithm, public DataProducer {
   recipe::StageData data_;
   std::unique_ptr<Judge> judge_;
   std::string judge_name_;
-  ConfigValue reward_settings_;
   GenerationOptions generation_;
   int64_t num_completions_ = 4;
   int64_t batch_size_ = 8;

@@ -11,10 +11,8 @@ using namespace data_test;
 
 namespace {
 
-const std::string kPluginDir = std::string(" --plugin-dir ") + DATA_TOOLS_FIXTURE_DIR;
-
 // Built once per process: tokenizer, tiny model, a short SFT run on the
-// quick-start demonstrations; the prompts are configs/quickstart/prompts.jsonl.
+// quick-start demonstrations; the prompts are configs/quickstart/rl_train.jsonl.
 struct Fixture {
   std::string dir, sft, prompts;
   Fixture() {
@@ -34,7 +32,7 @@ struct Fixture {
     r = alignkit("run " + dir + "/sft.toml");
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
     sft = dir + "/sft-run/sft/final";
-    prompts = source + "/configs/quickstart/prompts.jsonl";  // the 100 sums with their answers
+    prompts = source + "/configs/quickstart/rl_train.jsonl";  // 80 sums with their answers
   }
 };
 
@@ -54,12 +52,11 @@ TEST_CASE("data synthesize with a rule reward: chosen answers are right, rejecte
   const Fixture& f = fixture();
   const std::string out = f.dir + "/pairs.jsonl";
   const Result r = alignkit("data synthesize --model " + f.sft + " --data " + f.prompts + " --out " + out +
-                            " --judge rule --reward fixture_exact_answer --num-completions 6 --max-new-tokens 4 --seed 3" +
-                            kPluginDir);
+                            " --judge rule --reward exact_answer --num-completions 6 --max-new-tokens 4 --seed 3");
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   const json summary = json::parse(r.out.substr(0, r.out.rfind("pairs written")));
-  CHECK(summary["prompts"] == 100);
-  CHECK(summary["completions"] == 600);
+  CHECK(summary["prompts"] == 80);
+  CHECK(summary["completions"] == 480);
   const std::vector<json> pairs = json_lines_of(out);
   REQUIRE(pairs.size() >= 10);
   CHECK(summary["pairs"] == pairs.size());
@@ -69,9 +66,9 @@ TEST_CASE("data synthesize with a rule reward: chosen answers are right, rejecte
     chosen_right += p["chosen"] == answer;
     rejected_right += p["rejected"] == answer;
     CHECK(p["margin"].get<double>() > 0.0);
-    CHECK(p["judge"] == "rule:fixture_exact_answer");
+    CHECK(p["judge"] == "rule:exact_answer");
   }
-  MESSAGE("rule judge: " << pairs.size() << " pairs from 100 prompts; chosen right " << chosen_right << ", rejected right "
+  MESSAGE("rule judge: " << pairs.size() << " pairs from 80 prompts; chosen right " << chosen_right << ", rejected right "
                          << rejected_right);
   CHECK(chosen_right == static_cast<int>(pairs.size()));
   CHECK(rejected_right == 0);
@@ -86,14 +83,15 @@ TEST_CASE("pipeline synthesize -> dpo: the dpo stage trains on the synthesize st
   const std::string toml = f.dir + "/synth_dpo.toml";
   write_file(toml, "[run]\noutput_dir = \"" + run + "\"\nseed = 5\n[models.sft]\npath = \"" + f.sft + "\"\n"
                    "[stages.synth]\nalgorithm = \"synthesize\"\nmodel = \"sft\"\ndata = { path = \"" + f.prompts + "\" }\n"
-                   "judge = \"rule\"\nreward = \"fixture_exact_answer\"\nnum_completions = 6\nmax_new_tokens = 4\n"
+                   "judge = \"rule\"\nnum_completions = 6\nmax_new_tokens = 4\nthreads = 1\n"
+                   "[[stages.synth.rewards]]\nname = \"exact_answer\"\n"
                    "[stages.dpo]\nalgorithm = \"dpo\"\nmodel = \"sft\"\nreference = \"sft\"\n"
                    "data = { path = \"stages.synth.output\" }\nmax_steps = 6\nper_device_train_batch_size = 4\n"
-                   "learning_rate = 1e-3\nlogging_steps = 2\nsave_steps = 1000\n");
-  Result r = alignkit("validate " + toml + kPluginDir);
+                   "learning_rate = 1e-3\nlogging_steps = 2\nsave_steps = 1000\nthreads = 1\n");
+  Result r = alignkit("validate " + toml);
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   CHECK(contains(r.out, "dpo: dpo on local (after synth)"));
-  r = alignkit("run " + toml + kPluginDir);
+  r = alignkit("run " + toml);
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   CHECK(fs::exists(run + "/synth/final/data.jsonl"));
   CHECK(fs::exists(run + "/synth/final/summary.json"));
@@ -103,7 +101,7 @@ TEST_CASE("pipeline synthesize -> dpo: the dpo stage trains on the synthesize st
   CHECK(metrics.back().contains("loss"));
   // The resolved pipeline names the produced file; a second run skips both finished stages.
   CHECK(contains(read_file(run + "/pipeline.resolved.toml"), run + "/synth/final/data.jsonl"));
-  r = alignkit("run " + toml + kPluginDir);
+  r = alignkit("run " + toml);
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   CHECK(contains(r.err, "[synth] already finished"));
   CHECK(contains(r.err, "[dpo] already finished"));
@@ -132,12 +130,15 @@ TEST_CASE("data synthesize with an LM judge asked in both orders writes pairs ab
 TEST_CASE("data synthesize: bad input exits 2 naming the setting") {
   const Fixture& f = fixture();
   const std::string base = "data synthesize --model " + f.sft + " --data " + f.prompts + " --out " + f.dir + "/bad.jsonl";
-  Result r = alignkit(base + " --judge rule" + kPluginDir);
+  Result r = alignkit(base + " --judge rule");
   CHECK(r.exit_code == 2);
-  CHECK(contains(r.err, "stages.synthesize.reward: judge = \"rule\" needs the name of a reward plugin"));
-  r = alignkit(base + " --judge rule --reward no_such_reward" + kPluginDir);
+  CHECK(contains(r.err, "stages.synthesize.rewards: the stage names no reward"));
+  r = alignkit(base + " --judge rule --reward exact_answr");
   CHECK(r.exit_code == 2);
-  CHECK(contains(r.err, "no reward plugin named 'no_such_reward' (available: fixture_exact_answer"));
+  CHECK(contains(r.err, "no reward plugin named 'exact_answr'; did you mean 'exact_answer'?"));
+  r = alignkit(base + " --judge lm --judge-model " + f.sft + " --reward exact_answer");
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "rewards judge only with judge = \"rule\""));
   r = alignkit(base + " --judge lm");
   CHECK(r.exit_code == 2);
   CHECK(contains(r.err, "judge_model"));
@@ -147,7 +148,7 @@ TEST_CASE("data synthesize: bad input exits 2 naming the setting") {
   r = alignkit(base + " --judge sometimes");
   CHECK(r.exit_code == 2);
   r = alignkit("data synthesize --model " + f.sft + " --data " + f.dir + "/none.jsonl --out " + f.dir +
-               "/bad.jsonl --judge rule --reward fixture_exact_answer" + kPluginDir);
+               "/bad.jsonl --judge rule --reward exact_answer");
   CHECK(r.exit_code == 2);
   CHECK(contains(r.err, "none.jsonl"));
   r = alignkit("data synthesize --model " + f.sft + " --data " + f.prompts + " --out /proc/no/bad.jsonl --judge rule --reward x");
