@@ -23,7 +23,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <random>
 #include <sstream>
 
 #include <boost/program_options/value_semantic.hpp>
@@ -83,11 +82,17 @@ std::vector<Item> read_items(const std::string& path) {
   return items;
 }
 
-// True when item `index` shows its second completion on the left.
-bool swapped(uint64_t seed, int64_t index) {
-  std::mt19937_64 generator(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(index));
-  return (generator() >> 63) != 0;
+// SplitMix64's finaliser: neighbouring inputs give unrelated outputs (the
+// first draw of mt19937_64 from neighbouring seeds does not).
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
 }
+
+// True when item `index` shows its second completion on the left.
+bool swapped(uint64_t seed, int64_t index) { return (mix(mix(seed) ^ static_cast<uint64_t>(index)) & 1) != 0; }
 
 std::string utc_now() {
   std::time_t now = std::time(nullptr);

@@ -24,16 +24,14 @@ std::string ratings_file(const std::string& dir) {
   return path;
 }
 
-// (prompt, chosen, rejected, margin) of each output line.
-std::vector<std::tuple<std::string, std::string, std::string, double>> pairs_of(const std::string& path) {
-  std::vector<std::tuple<std::string, std::string, std::string, double>> pairs;
+// "prompt:chosen>rejected:margin" for each output line, in order.
+std::string pairs_of(const std::string& path) {
+  std::string pairs;
   for (const json& r : json_lines_of(path))
-    pairs.emplace_back(r["prompt"].get<std::string>(), r["chosen"].get<std::string>(), r["rejected"].get<std::string>(),
-                       r["margin"].get<double>());
+    pairs += r["prompt"].get<std::string>() + ":" + r["chosen"].get<std::string>() + ">" + r["rejected"].get<std::string>() +
+             ":" + json(r["margin"].get<double>()).dump() + " ";
   return pairs;
 }
-
-using Pairs = std::vector<std::tuple<std::string, std::string, std::string, double>>;
 
 }  // namespace
 
@@ -41,8 +39,7 @@ TEST_CASE("ratings-to-pairs: all-pairs makes every pair with a gap of at least -
   const std::string dir = scratch("ratings_all");
   const Result r = alignkit("data ratings-to-pairs " + ratings_file(dir) + " --out " + dir + "/prefs.jsonl");
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  CHECK(pairs_of(dir + "/prefs.jsonl") == Pairs{{"P1", "A", "B", 2.0}, {"P1", "A", "C", 1.0}, {"P1", "C", "B", 1.0},
-                                               {"P2", "X", "Y", 2.0}, {"P2", "Z", "Y", 2.0}, {"P4", "F", "E", 1.0}});
+  CHECK(pairs_of(dir + "/prefs.jsonl") == "P1:A>B:2.0 P1:A>C:1.0 P1:C>B:1.0 P2:X>Y:2.0 P2:Z>Y:2.0 P4:F>E:1.0 ");
   CHECK(contains(r.out, "5 prompts read, 3 gave pairs, 6 pairs written"));
   CHECK(contains(r.out, "dropped: 1 completions with a rating outside 1..5, 1 prompts with fewer than two rated completions, "
                         "1 prompts whose ratings differ by less than the minimum gap"));
@@ -58,11 +55,10 @@ TEST_CASE("ratings-to-pairs: best-vs-worst makes one pair a prompt; --min-gap 0.
   const std::string in = ratings_file(dir);
   Result r = alignkit("data ratings-to-pairs " + in + " --out " + dir + "/prefs.jsonl --strategy best-vs-worst");
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  CHECK(pairs_of(dir + "/prefs.jsonl") == Pairs{{"P1", "A", "B", 2.0}, {"P2", "X", "Y", 2.0}, {"P4", "F", "E", 1.0}});
+  CHECK(pairs_of(dir + "/prefs.jsonl") == "P1:A>B:2.0 P2:X>Y:2.0 P4:F>E:1.0 ");
   r = alignkit("data ratings-to-pairs " + in + " --out " + dir + "/prefs05.jsonl --strategy best-vs-worst --min-gap 0.5");
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  CHECK(pairs_of(dir + "/prefs05.jsonl") ==
-        Pairs{{"P1", "A", "B", 2.0}, {"P2", "X", "Y", 2.0}, {"P4", "F", "E", 1.0}, {"P5", "H", "G", 0.5}});
+  CHECK(pairs_of(dir + "/prefs05.jsonl") == "P1:A>B:2.0 P2:X>Y:2.0 P4:F>E:1.0 P5:H>G:0.5 ");
 }
 
 TEST_CASE("ratings-to-pairs: bad input exits 2 with the file and line, and writes nothing") {
