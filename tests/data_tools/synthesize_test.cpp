@@ -28,7 +28,7 @@ struct Fixture {
                                       "/base\"\n[stages.sft]\nalgorithm = \"sft\"\nmodel = \"base\"\n"
                                       "data = { path = \"" + source + "/configs/quickstart/sft.jsonl\" }\n"
                                       "learning_rate = 3e-3\nmax_steps = 120\nper_device_train_batch_size = 20\n"
-                                      "logging_steps = 60\nsave_steps = 1000\n");
+                                      "logging_steps = 60\nsave_steps = 1000\nthreads = 1\n");
     r = alignkit("run " + dir + "/sft.toml");
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
     sft = dir + "/sft-run/sft/final";
