@@ -2,7 +2,8 @@
 // (configs/quickstart): a tiny model trained briefly with SFT samples answers,
 // a rule reward judges them, and the pairs' chosen answers are right where the
 // rejected ones are wrong; `synthesize -> dpo` runs end to end as a pipeline;
-// the LM judge writes pairs; bad input exits 2; stats measures token lengths.
+// the LM judge writes pairs; the reward-model judge's margins match
+// `alignkit score`; bad input exits 2; stats measures token lengths.
 #include <doctest/doctest.h>
 
 #include "data_test_util.hpp"
@@ -124,6 +125,52 @@ TEST_CASE("data synthesize with an LM judge asked in both orders writes pairs wi
     CHECK(p["judge"] == "lm");
     CHECK(p["margin"].get<double>() > 0.0);
     CHECK(p["chosen"] != p["rejected"]);
+  }
+}
+
+TEST_CASE("data synthesize with a reward model: each pair's margin is r(chosen) - r(rejected) as alignkit score gives it") {
+  const Fixture& f = fixture();
+  const std::string source = ALIGNKIT_SOURCE_DIR;
+  const std::string run = f.dir + "/rm-run";
+  fs::remove_all(run);
+  write_file(f.dir + "/rm.toml", "[run]\noutput_dir = \"" + run + "\"\nseed = 2\n[models.sft]\npath = \"" + f.sft + "\"\n"
+                                 "[stages.reward]\nalgorithm = \"reward\"\nmodel = \"sft\"\n"
+                                 "data = { path = \"" + source + "/configs/quickstart/prefs_train.jsonl\" }\n"
+                                 "learning_rate = 1e-3\nmax_steps = 5\nper_device_train_batch_size = 8\nthreads = 1\n"
+                                 "logging_steps = 5\nsave_steps = 1000\n");
+  Result r = alignkit("run " + f.dir + "/rm.toml");
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  std::vector<json> few;
+  for (const json& p : json_lines_of(f.prompts))
+    if (few.size() < 6) few.push_back(p);
+  write_file(f.dir + "/few_rm.jsonl", jsonl(few));
+  const std::string out = f.dir + "/rm_pairs.jsonl";
+  r = alignkit("data synthesize --model " + f.sft + " --data " + f.dir + "/few_rm.jsonl --out " + out + " --judge reward_model"
+               " --reward-model " + run + "/reward/final --num-completions 4 --max-new-tokens 4 --threads 1");
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const std::vector<json> pairs = json_lines_of(out);
+  REQUIRE_FALSE(pairs.empty());
+  // Score chosen and rejected again with `alignkit score` (the reward model's head at the last token).
+  std::vector<json> rows;
+  for (const json& p : pairs) {
+    rows.push_back({{"prompt", p["prompt"]}, {"completion", p["chosen"]}});
+    rows.push_back({{"prompt", p["prompt"]}, {"completion", p["rejected"]}});
+  }
+  write_file(f.dir + "/rm_rows.jsonl", jsonl(rows));
+  r = alignkit("score --model " + run + "/reward/final --data " + f.dir + "/rm_rows.jsonl --threads 1");
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  std::vector<double> rewards;
+  size_t start = 0;
+  while (start < r.out.size()) {
+    const size_t end = r.out.find('\n', start);
+    rewards.push_back(json::parse(r.out.substr(start, end - start))["reward"].get<double>());
+    start = end + 1;
+  }
+  REQUIRE(rewards.size() == 2 * pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    CHECK(pairs[i]["judge"] == "reward_model");
+    CHECK(pairs[i]["margin"].get<double>() == doctest::Approx(rewards[2 * i] - rewards[2 * i + 1]).epsilon(1e-4));
+    CHECK(rewards[2 * i] > rewards[2 * i + 1]);
   }
 }
 
