@@ -172,6 +172,12 @@ TEST_CASE("annotate: bad input and no terminal exit 2") {
   r = alignkit("data annotate " + dir + "/bad.jsonl --out " + dir + "/prefs.jsonl");
   CHECK(r.exit_code == 2);
   CHECK(contains(r.err, "bad.jsonl:1: 'completions' needs at least two entries"));
+  // A torn last line (a crash in the middle of an append) is dropped before resuming; the judged line stays.
+  const std::string judged = "{\"prompt\": \"What is 2+2?\", \"chosen\": \"four\", \"rejected\": \"five\", \"item\": 0}\n";
+  write_file(dir + "/torn.jsonl", judged + "{\"prompt\": \"Capital");
+  r = alignkit("data annotate " + in + " --out " + dir + "/torn.jsonl < /dev/null");
+  CHECK(contains(r.err, "dropping an incomplete last line"));
+  CHECK(read_file(dir + "/torn.jsonl") == judged);
   // An output file from another input is refused, not appended to.
   write_file(dir + "/other.jsonl", "{\"prompt\": \"something else\", \"chosen\": \"a\", \"rejected\": \"b\", \"item\": 0}\n");
   r = alignkit("data annotate " + in + " --out " + dir + "/other.jsonl < /dev/null");
