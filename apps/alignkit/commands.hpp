@@ -63,5 +63,10 @@ int cmd_model_init(const std::vector<std::string>& args);
 int cmd_score(const std::vector<std::string>& args);
 int cmd_evaluate(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
+int cmd_data_annotate(const std::vector<std::string>& args);
+int cmd_data_ratings_to_pairs(const std::vector<std::string>& args);
+int cmd_data_synthesize(const std::vector<std::string>& args);
+int cmd_data_validate(const std::vector<std::string>& args);
+int cmd_data_stats(const std::vector<std::string>& args);
 
 }  // namespace alignkit::cli

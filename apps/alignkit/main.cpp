@@ -22,6 +22,11 @@ const Command kCommands[] = {
     {"score", "per-token log-probs (or rewards) of JSONL records under a model", cmd_score},
     {"evaluate", "preference accuracy and reward margins of models on held-out pairs", cmd_evaluate},
     {"generate", "continue prompts with a model (greedy or sampling, KV cache)", cmd_generate},
+    {"data annotate", "side-by-side preference annotation in the terminal (resumable, undo)", cmd_data_annotate},
+    {"data ratings-to-pairs", "turn completions rated 1 to 5 into preference pairs with margins", cmd_data_ratings_to_pairs},
+    {"data synthesize", "generate completions and judge them into preference pairs", cmd_data_synthesize},
+    {"data validate", "check a JSONL data file's schema (file:line errors; exit 2 when unusable)", cmd_data_validate},
+    {"data stats", "counts, duplicates, empty fields and length percentiles of a JSONL data file", cmd_data_stats},
 };
 
 void print_help() {
@@ -29,7 +34,7 @@ void print_help() {
                "usage: alignkit COMMAND [OPTIONS]   (alignkit COMMAND --help for its options)\n\ncommands:\n";
   for (const Command& command : kCommands) {
     std::string name = command.name;
-    std::cout << "  " << name << std::string(name.size() < 18 ? 18 - name.size() : 1, ' ') << command.summary << '\n';
+    std::cout << "  " << name << std::string(name.size() < 23 ? 23 - name.size() : 1, ' ') << command.summary << '\n';
   }
   std::cout << "\noptions:\n  --help            this message\n  --version         AlignKit, SDK ABI and LibTorch versions\n"
                "\nexit codes: 0 success, 1 runtime failure, 2 usage or configuration error,\n"

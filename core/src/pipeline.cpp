@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace alignkit::core {
 
-const std::vector<std::string> kModelRoles = {"model", "reference", "reward_model", "value_model"};
+const std::vector<std::string> kModelRoles = {"model", "reference", "reward_model", "value_model", "judge_model"};
 
 namespace {
 
@@ -43,6 +43,7 @@ std::vector<SettingSpec> host_stage_settings(int64_t run_seed, std::vector<Setti
       setting::optional_text("reference", "the frozen reference model: a [models] name or \"stages.X.output\""),
       setting::optional_text("reward_model", "the reward model: a [models] name or \"stages.X.output\""),
       setting::optional_text("value_model", "the value model: a [models] name or \"stages.X.output\""),
+      setting::optional_text("judge_model", "an LM judge model: a [models] name or \"stages.X.output\""),
       setting::integer("seed", run_seed, "random seed of this stage (default: run.seed)"),
   };
   data_fields.insert(data_fields.begin(), setting::text("format", "jsonl", "the dataset plugin that reads `path`"));
@@ -230,6 +231,25 @@ std::vector<Diagnostic> Pipeline::resolve(const PluginHost& host) {
         problems.push_back({ref->where, path + "." + role + ": '" + ref->string +
                                             "' is neither a [models] entry nor \"stages.NAME.output\"" +
                                             (suggestion.empty() ? "" : "; did you mean '" + suggestion + "'?")});
+      }
+    }
+    // A data-producing stage's output as this stage's data: "stages.X.output"
+    // in data.path or data.eval_path becomes X's final/data.jsonl (and an edge).
+    if (ConfigValue* data_table = stage.find("data"); data_table && data_table->type == ValueType::Table) {
+      for (const char* key : {"path", "eval_path"}) {
+        ConfigValue* ref = data_table->find(key);
+        if (!ref || ref->type != ValueType::String) continue;
+        const std::string upstream = referenced_stage(ref->string);
+        if (upstream.empty()) continue;
+        if (!stage_names.count(upstream)) {
+          std::string suggestion = closest_name(upstream, {stage_names.begin(), stage_names.end()});
+          problems.push_back({ref->where, path + ".data." + key + ": unknown stage '" + upstream + "'" +
+                                              (suggestion.empty() ? "" : "; did you mean '" + suggestion + "'?")});
+          continue;
+        }
+        if (std::find(plan.depends_on.begin(), plan.depends_on.end(), upstream) == plan.depends_on.end())
+          plan.depends_on.push_back(upstream);
+        ref->string = stage_data_file((fs::path(output_dir()) / upstream).string());
       }
     }
     plans.emplace(name, std::move(plan));

@@ -244,6 +244,7 @@ class Loop {
     env_.world_size = collective_.world_size();
     env_.communicator = &collective_;
     algorithm_.setup(context_, env_);
+    if (DataProducer* producer = algorithm_.producer()) return produce(*producer);
     parameters_ = algorithm_.trainable_parameters();
     if (parameters_.empty()) throw std::runtime_error("the algorithm has no trainable parameters");
     collective_.broadcast_parameters(parameters_);
@@ -586,6 +587,33 @@ class Loop {
     consecutive_bad_ = state.at("consecutive_bad_steps").get<int64_t>();
     window_.from_json(state.at("log_window"));
     context_.log("resuming from " + dir + " (step " + std::to_string(step_) + ")");
+  }
+
+  // A data-producing stage (synthesize): no parameters, no optimizer, no
+  // steps. Rank 0 writes the output folder as save_final writes a model (into
+  // final.partial, renamed into place); the other ranks wait for it.
+  TrainOutcome produce(DataProducer& producer) {
+    bool finished = true;
+    if (collective_.rank() == 0) {
+      const fs::path final_dir = fs::path(context_.stage_dir()) / "final";
+      const fs::path partial = fs::path(context_.stage_dir()) / "final.partial";
+      fs::remove_all(partial);
+      fs::create_directories(partial);
+      finished = producer.produce(partial.string());
+      if (finished) {
+        fsync_tree(partial.string());
+        fs::remove_all(final_dir);
+        fs::rename(partial, final_dir);
+        fsync_directory(context_.stage_dir());
+        context_.log("saved " + final_dir.string());
+      } else {
+        fs::remove_all(partial);
+      }
+    }
+    // Every rank learns whether rank 0 was stopped.
+    const bool stopped = collective_.any(!finished);
+    collective_.barrier();
+    return stopped ? TrainOutcome::Preempted : TrainOutcome::Completed;
   }
 
   void save_final() {

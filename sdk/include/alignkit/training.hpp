@@ -92,6 +92,7 @@ class StageContext {
 };
 
 class OnlineAlgorithm;
+class DataProducer;
 
 class Algorithm {
  public:
@@ -111,6 +112,22 @@ class Algorithm {
   // Online algorithms (PPO, GRPO, RLOO) return their OnlineAlgorithm side;
   // offline ones learn from dataset examples through step() alone.
   virtual OnlineAlgorithm* online() { return nullptr; }
+  // Algorithms that write a dataset instead of training a model (synthesize)
+  // return their DataProducer side; the backend then runs setup() and
+  // produce() once, with no optimizer and no training loop.
+  virtual DataProducer* producer() { return nullptr; }
+};
+
+// The data-producing side of an algorithm. Its output folder (the stage's
+// `final`, "stages.X.output") holds `data.jsonl`, which a later stage reads
+// with `data = { path = "stages.X.output" }`.
+class DataProducer {
+ public:
+  virtual ~DataProducer() = default;
+  // Writes the output files into `dir` (an empty folder the backend renames
+  // into place afterwards). Returns false when a stop was requested first;
+  // nothing is kept then and the stage runs again from its start.
+  virtual bool produce(const std::string& dir) = 0;
 };
 
 // One optimizer update: the micro-batches (rows of the rollout buffer) whose

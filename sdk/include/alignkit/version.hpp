@@ -7,7 +7,7 @@
 
 // Raised whenever a type in these headers changes layout or a virtual function
 // is added, removed or reordered: a plugin built for another value is refused.
-#define ALIGNKIT_ABI_VERSION 2u
+#define ALIGNKIT_ABI_VERSION 3u
 
 #define ALIGNKIT_STRINGIFY_IMPL(x) #x
 #define ALIGNKIT_STRINGIFY(x) ALIGNKIT_STRINGIFY_IMPL(x)

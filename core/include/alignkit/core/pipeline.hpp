@@ -50,6 +50,9 @@ class Pipeline {
 
   // The folder a stage's final model is written to.
   static std::string stage_output_dir(const std::string& stage_dir) { return stage_dir + "/final"; }
+  // The dataset a data-producing stage (synthesize) writes into its output
+  // folder; "stages.X.output" as a later stage's data.path resolves to it.
+  static std::string stage_data_file(const std::string& stage_dir) { return stage_output_dir(stage_dir) + "/data.jsonl"; }
 
  private:
   std::string file_;
