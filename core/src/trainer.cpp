@@ -509,12 +509,18 @@ class Loop {
       throw ConfigError(dir + ": saved with world size " + std::to_string(state.value("world_size", 1)) +
                         ", resumed with " + std::to_string(collective_.world_size()));
 
-    SafetensorsCheckpoint weights = SafetensorsCheckpoint::open_dir(dir + "/model");
+    // A LoRA stage saves its trainable tensors as a PEFT adapter, under PEFT's
+    // prefix (docs/lora.md); a full model under their own names.
+    const std::string adapter_file = dir + "/model/adapter_model.safetensors";
+    const bool adapter = fs::exists(adapter_file);
+    SafetensorsCheckpoint weights = adapter ? SafetensorsCheckpoint::open_file(adapter_file)
+                                            : SafetensorsCheckpoint::open_dir(dir + "/model");
     {
       at::NoGradGuard no_grad;
       for (NamedTensor& p : parameters_) {
-        if (!weights.contains(p.name)) throw ConfigError(dir + "/model: no tensor '" + p.name + "'");
-        p.tensor.copy_(weights.tensor(p.name));
+        const std::string name = adapter ? "base_model.model." + p.name : p.name;
+        if (!weights.contains(name)) throw ConfigError(dir + "/model: no tensor '" + name + "'");
+        p.tensor.copy_(weights.tensor(name));
       }
     }
     std::map<std::string, at::Tensor> optimizer_state = load_safetensors(dir + "/optimizer.safetensors");
