@@ -192,12 +192,12 @@ void save_adapter_folder(const NetworkImpl& network, const LoraOptions& options,
       if (network.is_head_parameter(item.key()))
         tensors.emplace_back(kPeftPrefix + item.key(), item.value().detach().to(c10::kCPU));
   }
-  std::vector<std::string> targets;
-  for (auto& [name, linear] : adaptable_layers(network)) {
-    const std::string module = last_component(name);
-    if (linear->has_adapter() && std::find(targets.begin(), targets.end(), module) == targets.end())
-      targets.push_back(module);
-  }
+  std::set<std::string> adapted;
+  for (auto& [name, linear] : adaptable_layers(network))
+    if (linear->has_adapter()) adapted.insert(last_component(name));
+  std::vector<std::string> targets;  // in lora_module_names() order
+  for (const std::string& module : lora_module_names())
+    if (adapted.count(module)) targets.push_back(module);
   if (tensors.empty()) throw std::runtime_error("llama: save_adapter: the model has no adapters");
   // PEFT's LoraConfig as peft 0.x writes it; keys it added later default when absent.
   const nlohmann::json config = {

@@ -80,7 +80,7 @@ TEST_CASE("dpo with LoRA learns held-out preferences (>= 0.9) with no reference 
   // The adapter alone (what final/ holds without merge_on_save) loads as base + adapter.
   fs::create_directories(dir / "adapter_only");
   for (const char* file : {"adapter_config.json", "adapter_model.safetensors"})
-    fs::copy_file(final_dir + "/" + file, dir / "adapter_only" / file);
+    fs::copy_file(final_dir + "/" + file, dir / ("adapter_only/" + std::string(file)));
   const at::Tensor merged_logits = eval_logits(*load_model(final_dir));
   CHECK(at::allclose(eval_logits(*load_model(dir / "adapter_only")), merged_logits, 0.0, 1e-5));
   CHECK_FALSE(at::allclose(eval_logits(*load_model(dir / "base")), merged_logits, 0.0, 1e-3));
