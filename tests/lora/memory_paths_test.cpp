@@ -2,6 +2,9 @@
 // log-probs (values, the vocabulary-mean logit and gradients) and decoder
 // blocks recomputed in backward (gradients, dropout included), within 1e-5.
 #include <ATen/ops/linear.h>
+#include <torch/csrc/autograd/function.h>
+
+#include <set>
 
 #include "alignkit/batch.hpp"
 #include "chunked_logprobs.hpp"
@@ -17,7 +20,22 @@ const ModelProvider& llama() { return *plugin_host().registry().model("llama"); 
 struct Grads {
   at::Tensor loss;
   std::map<std::string, at::Tensor> by_name;
+  int64_t recomputed_blocks = 0;  // nodes of the recomputing Function in the loss's graph
 };
+
+int64_t count_recomputed_blocks(const at::Tensor& loss) {
+  std::set<torch::autograd::Node*> seen;
+  std::vector<torch::autograd::Node*> pending = {loss.grad_fn().get()};
+  int64_t count = 0;
+  while (!pending.empty()) {
+    torch::autograd::Node* node = pending.back();
+    pending.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    if (node->name().find("RecomputedLayer") != std::string::npos) ++count;
+    for (const torch::autograd::Edge& edge : node->next_edges()) pending.push_back(edge.function.get());
+  }
+  return count;
+}
 
 // A loss over every output of a training forward with dropout; the global
 // generator is seeded first so two models draw the same masks.
@@ -30,6 +48,7 @@ Grads training_grads(CausalLM& model) {
   at::Tensor logits = model.forward(ids, mask, positions);  // (2, 6, V)
   Grads out;
   out.loss = -sequence_logprobs(logits, ids, mask).sum.sum();
+  out.recomputed_blocks = count_recomputed_blocks(out.loss);
   out.loss.backward();
   for (NamedTensor& p : model.trainable_parameters()) out.by_name[p.name] = p.tensor.grad().clone();
   return out;
@@ -53,6 +72,8 @@ void check_same_grads(const std::string& dir, ModelOptions plain) {
   set_adapter_b(*b);
   const Grads expected = training_grads(*a);
   const Grads got = training_grads(*b);
+  CHECK(expected.recomputed_blocks == 0);
+  CHECK(got.recomputed_blocks == 2);  // both decoder blocks went through the recomputing Function
   CHECK(got.loss.item<double>() == doctest::Approx(expected.loss.item<double>()).epsilon(1e-6));
   REQUIRE(got.by_name.size() == expected.by_name.size());
   for (const auto& [name, grad] : expected.by_name) {
