@@ -1,6 +1,8 @@
 // `alignkit model init`: a randomly initialised model in the Hugging Face
 // layout (config.json + model.safetensors, and tokenizer.model when given),
 // for tests, the quick start and experiments that start from scratch.
+// `alignkit model merge`: a base model with a PEFT LoRA adapter folded in,
+// written as a full Hugging Face checkpoint.
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -9,6 +11,7 @@
 #include <boost/program_options/value_semantic.hpp>
 #include <nlohmann/json.hpp>
 
+#include "alignkit/core/runner.hpp"
 #include "alignkit/model.hpp"
 #include "alignkit/registry.hpp"
 #include "commands.hpp"
@@ -121,6 +124,43 @@ int cmd_model_init(const std::vector<std::string>& args) {
   const ModelInfo& info = model->info();
   std::cout << "wrote " << out << ": " << info.model_type << ", " << info.num_parameters << " parameters, "
             << info.num_layers << " layers, hidden " << info.hidden_size << ", vocab " << info.vocab_size << '\n';
+  return kExitOk;
+}
+
+int cmd_model_merge(const std::vector<std::string>& args) {
+  po::options_description options("model merge");
+  PluginOptions plugin_options;
+  add_plugin_options(options, plugin_options);
+  std::string base, adapter, out;
+  options.add_options()
+      ("base", po::value(&base)->required(), "the base model folder (Hugging Face layout)")
+      ("adapter", po::value(&adapter)->required(), "a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)")
+      ("out", po::value(&out)->required(), "folder to write the merged model to");
+  po::variables_map values;
+  int exit_code = kExitOk;
+  if (!parse_command_line(args, "alignkit model merge --base DIR --adapter DIR --out DIR", options, {}, values,
+                          exit_code))
+    return exit_code;
+
+  auto host = open_plugins(plugin_options);
+  std::shared_ptr<CausalLM> model;
+  ModelOptions model_options;
+  model_options.merge_adapters = {adapter};
+  try {
+    model = core::load_model(host->registry(), base, model_options);
+  } catch (const std::exception& e) {
+    // A missing folder, an adapter that does not fit the base: bad input.
+    std::cerr << "alignkit: model merge: " << e.what() << '\n';
+    return kExitUsage;
+  }
+  model->save(out);
+  // The tokenizer and generation files come with the base.
+  for (const char* file : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "generation_config.json"}) {
+    const fs::path source = fs::path(base) / file;
+    if (fs::is_regular_file(source)) fs::copy_file(source, fs::path(out) / file, fs::copy_options::overwrite_existing);
+  }
+  std::cout << "wrote " << out << ": " << base << " with " << adapter << " merged\n";
   return kExitOk;
 }
 

@@ -60,6 +60,7 @@ int cmd_plugins_list(const std::vector<std::string>& args);
 int cmd_plugins_info(const std::vector<std::string>& args);
 int cmd_tokenizer_train(const std::vector<std::string>& args);
 int cmd_model_init(const std::vector<std::string>& args);
+int cmd_model_merge(const std::vector<std::string>& args);
 int cmd_score(const std::vector<std::string>& args);
 int cmd_evaluate(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);

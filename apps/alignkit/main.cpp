@@ -19,6 +19,7 @@ const Command kCommands[] = {
     {"plugins info", "show a component's settings, types, defaults and docs", cmd_plugins_info},
     {"tokenizer train", "train a tokenizer.model from a text corpus", cmd_tokenizer_train},
     {"model init", "write a randomly initialised model in the Hugging Face layout", cmd_model_init},
+    {"model merge", "fold a PEFT LoRA adapter into its base model and write the full checkpoint", cmd_model_merge},
     {"score", "per-token log-probs (or rewards) of JSONL records under a model", cmd_score},
     {"evaluate", "preference accuracy and reward margins of models on held-out pairs", cmd_evaluate},
     {"generate", "continue prompts with a model (greedy or sampling, KV cache)", cmd_generate},

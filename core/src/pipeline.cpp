@@ -10,6 +10,7 @@
 
 #include "alignkit/core/plugin_host.hpp"
 #include "alignkit/core/toml_config.hpp"
+#include "alignkit/model.hpp"
 #include "alignkit/registry.hpp"
 
 namespace fs = std::filesystem;
@@ -34,6 +35,25 @@ std::vector<SettingSpec> model_settings() {
   return {setting::required_text("path", "a model folder in the Hugging Face layout (config.json, *.safetensors)")};
 }
 
+// The `[stages.X.lora]` table: PEFT's LoraConfig (with its defaults) plus merge_on_save.
+SettingSpec lora_settings() {
+  std::vector<std::string> modules = lora_module_names();
+  modules.push_back("all-linear");
+  return setting::table(
+      "lora",
+      {
+          setting::integer("r", 8, "rank of each adapter (at least 1)", 1.0),
+          setting::number("lora_alpha", 8.0, "adapter scale numerator: the update is (lora_alpha / r) B A x", 0.0),
+          setting::number("lora_dropout", 0.0, "dropout on the adapter's input while training, in [0, 1)", 0.0),
+          setting::text_list("target_modules", {"q_proj", "v_proj"},
+                             "linear layers that get adapters (all-linear: every one but lm_head)", modules),
+          setting::boolean("merge_on_save", false,
+                           "final/ also holds the merged model (config.json + model.safetensors) beside the adapter"),
+      },
+      "LoRA adapters on the trained model: only they train; without a named reference the reference is the model "
+      "with its adapters disabled (docs/lora.md)");
+}
+
 // Settings every stage has, whatever its algorithm and backend.
 std::vector<SettingSpec> host_stage_settings(int64_t run_seed, std::vector<SettingSpec> data_fields) {
   std::vector<SettingSpec> specs = {
@@ -45,6 +65,9 @@ std::vector<SettingSpec> host_stage_settings(int64_t run_seed, std::vector<Setti
       setting::optional_text("value_model", "the value model: a [models] name or \"stages.X.output\""),
       setting::optional_text("judge_model", "an LM judge model: a [models] name or \"stages.X.output\""),
       setting::integer("seed", run_seed, "random seed of this stage (default: run.seed)"),
+      setting::boolean("gradient_checkpointing", false,
+                       "recompute each decoder block's activations in backward instead of keeping them"),
+      lora_settings(),
   };
   data_fields.insert(data_fields.begin(), setting::text("format", "jsonl", "the dataset plugin that reads `path`"));
   specs.push_back(setting::table("data", std::move(data_fields), "the training data"));

@@ -53,6 +53,8 @@ class StageContextImpl : public StageContext {
     return it == plan_.model_dirs.end() ? "" : it->second;
   }
   std::shared_ptr<CausalLM> load_model(const std::string& dir, const ModelOptions& options) override {
+    // One line per model in memory: tests count them (a LoRA reference loads none).
+    log("loading model " + dir + (options.lora.r > 0 ? " with LoRA adapters (r " + std::to_string(options.lora.r) + ")" : ""));
     return core::load_model(host_.registry(), dir, options);
   }
   std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) override {
@@ -108,6 +110,28 @@ void check_tokenizer_fits_model(const Tokenizer& tokenizer, const fs::path& toke
 
 std::shared_ptr<CausalLM> load_model(const Registry& registry, const std::string& dir, const ModelOptions& options) {
   fs::path config_path = fs::path(dir) / "config.json";
+  const fs::path adapter_config = fs::path(dir) / "adapter_config.json";
+  if (!fs::exists(config_path) && fs::exists(adapter_config)) {
+    // A PEFT adapter folder (a LoRA stage's final/ without merge_on_save): its
+    // base model with the adapter merged in.
+    nlohmann::json adapter;
+    try {
+      adapter = nlohmann::json::parse(read_text(adapter_config));
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error(adapter_config.string() + ": not valid JSON (" + e.what() + ")");
+    }
+    if (!adapter.is_object() || !adapter.contains("base_model_name_or_path") ||
+        !adapter["base_model_name_or_path"].is_string())
+      throw std::runtime_error(adapter_config.string() + ": missing string key 'base_model_name_or_path'");
+    fs::path base = adapter["base_model_name_or_path"].get<std::string>();
+    if (base.is_relative()) base = fs::path(dir) / base;
+    if (!fs::exists(base))
+      throw std::runtime_error(adapter_config.string() + ": base_model_name_or_path " + base.string() +
+                               " is not a folder here (alignkit loads base models from local folders)");
+    ModelOptions with_adapter = options;
+    with_adapter.merge_adapters.insert(with_adapter.merge_adapters.begin(), dir);
+    return load_model(registry, base.string(), with_adapter);
+  }
   if (!fs::exists(config_path))
     throw std::runtime_error(dir + ": no config.json here (expected a Hugging Face model folder)");
   nlohmann::json config;

@@ -567,11 +567,19 @@ class Loop {
       for (NamedTensor& p : parameters_) {
         const size_t slash = p.name.find('/');
         const std::string folder = slash == std::string::npos ? "" : p.name.substr(0, slash);
-        const std::string tensor = slash == std::string::npos ? p.name : p.name.substr(slash + 1);
         const std::string folder_path = dir + "/model" + (folder.empty() ? "" : "/" + folder);
+        // A LoRA model saves its trainable tensors as a PEFT adapter, under
+        // PEFT's prefix (docs/lora.md); a full model under their own names.
+        const std::string adapter_file = folder_path + "/adapter_model.safetensors";
+        const bool adapter = fs::exists(adapter_file);
+        const std::string tensor = (adapter ? "base_model.model." : "") +
+                                   (slash == std::string::npos ? p.name : p.name.substr(slash + 1));
         auto weights = folders.find(folder);
         if (weights == folders.end())
-          weights = folders.emplace(folder, SafetensorsCheckpoint::open_dir(folder_path)).first;
+          weights = folders
+                        .emplace(folder, adapter ? SafetensorsCheckpoint::open_file(adapter_file)
+                                                 : SafetensorsCheckpoint::open_dir(folder_path))
+                        .first;
         if (!weights->second.contains(tensor)) throw ConfigError(folder_path + ": no tensor '" + tensor + "'");
         p.tensor.copy_(weights->second.tensor(tensor));
       }

@@ -22,6 +22,7 @@
 #include "alignkit/core/safetensors.hpp"
 #include "alignkit/plugin.hpp"
 #include "alignkit/training.hpp"
+#include "chunked_logprobs.hpp"
 #include "losses.hpp"
 #include "recipe_support.hpp"
 
@@ -43,16 +44,30 @@ struct PairLogps {
 };
 
 // Scores a collate_preference batch (rows 0..B-1 chosen, B..2B-1 rejected)
-// with `logits` (2B, T, V) of one forward.
+// with one forward of `model`.
 struct PairScores {
   SequenceLogprobs tokens;  // (2B, T-1)
+  at::Tensor mean_logit;    // (2B, T-1) detached: vocabulary-mean logit at each scoring position
   PairLogps logps;
 };
 
-PairScores score_pairs(const at::Tensor& logits, const Batch& batch) {
+// chunk_size > 0: the label log-probs come from the hidden states and the
+// output embedding by chunks of positions (logprob_chunk_size), so the
+// (2B, T, V) logits never exist; 0: from the full logits.
+PairScores score_pairs(CausalLM& model, const Batch& batch, int64_t chunk_size) {
   const int64_t pairs = batch.rows() / 2;
   PairScores scores;
-  scores.tokens = sequence_logprobs(logits, batch.input_ids, batch.loss_mask);
+  if (chunk_size > 0) {
+    at::Tensor hidden = model.hidden_states(batch.input_ids, batch.attention_mask, batch.position_ids);  // (2B, T, H)
+    recipe::ChunkedLogprobs chunked = recipe::chunked_sequence_logprobs(hidden, model.output_embedding(),
+                                                                        batch.input_ids, batch.loss_mask, chunk_size);
+    scores.tokens = chunked.tokens;
+    scores.mean_logit = chunked.mean_logit;
+  } else {
+    at::Tensor logits = model.forward(batch.input_ids, batch.attention_mask, batch.position_ids);  // (2B, T, V)
+    scores.tokens = sequence_logprobs(logits, batch.input_ids, batch.loss_mask);
+    scores.mean_logit = logits.detach().slice(1, 0, logits.size(1) - 1).mean(-1);  // (2B, T-1)
+  }
   at::Tensor mean = scores.tokens.sum / scores.tokens.count.clamp_min(1).to(scores.tokens.sum.scalar_type());  // (2B)
   scores.logps.chosen = scores.tokens.sum.slice(0, 0, pairs);  // (B)
   scores.logps.rejected = scores.tokens.sum.slice(0, pairs);   // (B)
@@ -61,18 +76,16 @@ PairScores score_pairs(const at::Tensor& logits, const Batch& batch) {
   return scores;
 }
 
-PairLogps reference_pass(CausalLM& model, const Batch& batch) {
+PairLogps reference_pass(CausalLM& model, const Batch& batch, int64_t chunk_size) {
   at::NoGradGuard no_grad;
-  at::Tensor logits = model.forward(batch.input_ids, batch.attention_mask, batch.position_ids);  // (2B, T, V)
-  return score_pairs(logits, batch).logps;
+  return score_pairs(model, batch, chunk_size).logps;
 }
 
 // Mean logit over the vocabulary at the positions that score counted labels,
 // token-weighted over the rows [first, last) (TRL's logits/chosen, logits/rejected).
-double mean_completion_logit(const at::Tensor& logits, const at::Tensor& label_mask, int64_t first, int64_t last) {
-  const int64_t length = logits.size(1);
-  at::Tensor per_position = logits.detach().slice(0, first, last).slice(1, 0, length - 1).mean(-1);  // (n, T-1)
-  at::Tensor mask = label_mask.slice(0, first, last);                                                 // (n, T-1)
+double mean_completion_logit(const at::Tensor& mean_logit, const at::Tensor& label_mask, int64_t first, int64_t last) {
+  at::Tensor per_position = mean_logit.slice(0, first, last);  // (n, T-1)
+  at::Tensor mask = label_mask.slice(0, first, last);          // (n, T-1)
   const int64_t count = mask.sum().item<int64_t>();
   if (count == 0) return 0.0;
   return per_position.masked_select(mask).to(at::kDouble).sum().item<double>() / static_cast<double>(count);
@@ -94,6 +107,7 @@ std::vector<SettingSpec> dpo_settings() {
                        "folder (reused on resume) and free the reference"),
       setting::integer("precompute_ref_batch_size", 0,
                        "pairs per batch of that pass (0: per_device_eval_batch_size)", 0.0),
+      recipe::logprob_chunk_setting(),
   };
   for (SettingSpec& spec : recipe::truncation_settings(1024)) settings.push_back(std::move(spec));
   return settings;
@@ -135,6 +149,7 @@ class DpoAlgorithm : public Algorithm {
     loss_ = read_loss_settings(settings);
     for (const LossTerm& term : loss_.terms) has_sft_term_ = has_sft_term_ || term.type == LossType::Sft;
     const bool precompute = settings.get_bool("precompute_ref_log_probs");
+    chunk_size_ = settings.get_int("logprob_chunk_size");
     const std::string reference_dir = context.model_dir("reference");
     if (loss_.reference_free && !reference_dir.empty())
       throw ConfigError(settings.locate("reference") + ": a reference model was named, but reference_free = true");
@@ -168,12 +183,11 @@ class DpoAlgorithm : public Algorithm {
     if (precompute) {
       load_or_precompute_reference(source, reference_role);
     } else {
-      reference_ = recipe::load_reference(context, reference_role, source, env, *policy_, model_dir_);
-      context.log("reference model: " + source + " (frozen, eval mode)");
+      reference_ = recipe::load_reference(context, reference_role, source, env, policy_, model_dir_);
     }
   }
 
-  std::vector<NamedTensor> trainable_parameters() override { return policy_->named_parameters(); }
+  std::vector<NamedTensor> trainable_parameters() override { return policy_->trainable_parameters(); }
 
   int64_t num_examples(Split split) const override { return split_data(split).size(); }
 
@@ -182,8 +196,7 @@ class DpoAlgorithm : public Algorithm {
       const recipe::SplitData& data = split_data(split);
       const Batch batch = collate_preference(data.examples(indices), collate_).to(env_.device);
       const int64_t pairs = batch.rows() / 2;
-      at::Tensor logits = policy_->forward(batch.input_ids, batch.attention_mask, batch.position_ids);  // (2B, T, V)
-      PairScores policy = score_pairs(logits, batch);
+      PairScores policy = score_pairs(*policy_, batch, chunk_size_);
 
       PreferenceLogps in;
       in.policy_chosen = policy.logps.chosen;
@@ -191,7 +204,7 @@ class DpoAlgorithm : public Algorithm {
       in.policy_chosen_mean = policy.logps.chosen_mean;
       in.policy_rejected_mean = policy.logps.rejected_mean;
       if (!loss_.reference_free) {
-        PairLogps reference = reference_ ? reference_pass(*reference_, batch) : precomputed(split, indices);
+        PairLogps reference = reference_ ? reference_pass(*reference_, batch, chunk_size_) : precomputed(split, indices);
         in.reference_chosen = reference.chosen;
         in.reference_rejected = reference.rejected;
         in.reference_chosen_mean = reference.chosen_mean;
@@ -205,8 +218,8 @@ class DpoAlgorithm : public Algorithm {
       StepOutput out;
       out.loss = loss.loss;
       out.metrics = std::move(loss.metrics);
-      out.metrics.push_back({"logits/chosen", mean_completion_logit(logits, policy.tokens.mask, 0, pairs)});
-      out.metrics.push_back({"logits/rejected", mean_completion_logit(logits, policy.tokens.mask, pairs, 2 * pairs)});
+      out.metrics.push_back({"logits/chosen", mean_completion_logit(policy.mean_logit, policy.tokens.mask, 0, pairs)});
+      out.metrics.push_back({"logits/rejected", mean_completion_logit(policy.mean_logit, policy.tokens.mask, pairs, 2 * pairs)});
       out.num_tokens = batch.attention_mask.sum().item<int64_t>();
       return out;
     });
@@ -217,7 +230,7 @@ class DpoAlgorithm : public Algorithm {
   std::vector<std::string> progress_metrics() const override { return {"rewards/accuracies", "rewards/margins"}; }
 
   void save(const std::string& dir) override {
-    recipe::guarded("dpo save", [&] { recipe::save_model_folder(*policy_, model_dir_, dir, context_->registry()); });
+    recipe::guarded("dpo save", [&] { recipe::save_model_folder(*context_, *policy_, model_dir_, dir); });
   }
 
  private:
@@ -260,7 +273,7 @@ class DpoAlgorithm : public Algorithm {
       batch_size = settings.has("per_device_eval_batch_size") ? settings.get_int("per_device_eval_batch_size") : 8;
     // The policy has its initial weights until the trainer restores a checkpoint, after setup.
     std::shared_ptr<CausalLM> reference =
-        role == "reference" ? recipe::load_reference(*context_, role, source, env_, *policy_, model_dir_) : policy_;
+        role == "reference" ? recipe::load_reference(*context_, role, source, env_, policy_, model_dir_) : policy_;
     reference->set_training(false);
     // Batch b is scored by rank b % world_size; the shards are then gathered
     // so that every rank holds the whole table.
@@ -277,7 +290,7 @@ class DpoAlgorithm : public Algorithm {
         for (int64_t i = start; i < std::min(data.size(), start + batch_size); ++i) indices.push_back(i);
         const Batch batch = collate_preference(data.examples(indices), collate_).to(env_.device);
         PairLogps logps =
-            recipe::guarded("precomputing reference log-probs", [&] { return reference_pass(*reference, batch); });
+            recipe::guarded("precomputing reference log-probs", [&] { return reference_pass(*reference, batch, chunk_size_); });
         rows.push_back(at::stack({at::tensor(indices, at::kLong).to(at::kDouble), logps.chosen.cpu().to(at::kDouble),
                                   logps.rejected.cpu().to(at::kDouble), logps.chosen_mean.cpu().to(at::kDouble),
                                   logps.rejected_mean.cpu().to(at::kDouble)},
@@ -317,6 +330,7 @@ class DpoAlgorithm : public Algorithm {
   TrainEnv env_;
   LossSettings loss_;
   bool has_sft_term_ = false;  // the chosen rows' NLL is needed
+  int64_t chunk_size_ = 0;     // logprob_chunk_size: 0 scores full logits
   std::string model_dir_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::shared_ptr<CausalLM> policy_;

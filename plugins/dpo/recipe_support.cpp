@@ -1,6 +1,8 @@
 // Shared recipe plumbing for sft and dpo (see recipe_support.hpp).
 #include "recipe_support.hpp"
 
+#include <ATen/core/grad_mode.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -111,6 +113,58 @@ std::string read_bytes(const fs::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+// The implicit reference of a LoRA stage: the policy itself, its adapters
+// switched off for the duration of each call, under no-grad.
+class AdapterDisabledReference : public CausalLM {
+ public:
+  explicit AdapterDisabledReference(std::shared_ptr<CausalLM> policy) : policy_(std::move(policy)) {}
+
+  const ModelInfo& info() const override { return policy_->info(); }
+  HeadKind head() const override { return policy_->head(); }
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& positions) override {
+    return without_adapters([&] { return policy_->forward(ids, mask, positions); });
+  }
+  at::Tensor hidden_states(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& positions) override {
+    return without_adapters([&] { return policy_->hidden_states(ids, mask, positions); });
+  }
+  at::Tensor head_values(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& positions) override {
+    return without_adapters([&] { return policy_->head_values(ids, mask, positions); });
+  }
+  // LoRA never adapts lm_head, so the policy's is the base model's.
+  at::Tensor output_embedding() override { return policy_->output_embedding().detach(); }
+  std::vector<NamedTensor> named_parameters() override { return {}; }
+  // The policy's mode is the trainer's; the reference only borrows the policy.
+  void set_training(bool) override {}
+  void to(c10::Device, c10::ScalarType) override {}
+  void save(const std::string&) const override {
+    throw std::runtime_error("the adapter-disabled reference is a view of the policy; save the policy instead");
+  }
+  std::vector<std::vector<int64_t>> generate(const std::vector<std::vector<int64_t>>& prompts,
+                                             const GenerationOptions& options) override {
+    return without_adapters([&] { return policy_->generate(prompts, options); });
+  }
+  std::vector<NamedTensor> trainable_parameters() override { return {}; }
+  bool has_adapters() const override { return false; }
+  void set_adapters_enabled(bool) override {}
+  void save_adapter(const std::string&, const std::string&) const override {
+    throw std::runtime_error("the adapter-disabled reference has no adapters");
+  }
+
+ private:
+  template <typename Call>
+  auto without_adapters(Call&& call) -> decltype(call()) {
+    at::NoGradGuard no_grad;
+    policy_->set_adapters_enabled(false);
+    struct Restore {
+      CausalLM& model;
+      ~Restore() { model.set_adapters_enabled(true); }
+    } restore{*policy_};
+    return call();
+  }
+
+  std::shared_ptr<CausalLM> policy_;
+};
+
 }  // namespace
 
 const Example& SplitData::at(int64_t index) const {
@@ -162,12 +216,28 @@ std::string require_model_dir(StageContext& context, const std::string& role) {
   return dir;
 }
 
+void apply_stage_model_settings(StageContext& context, const TrainEnv& env, ModelOptions& options) {
+  const ConfigView& settings = context.settings();
+  options.gradient_checkpointing = settings.has("gradient_checkpointing") && settings.get_bool("gradient_checkpointing");
+  if (!settings.has("lora")) return;
+  const ConfigView lora = settings.table("lora");
+  options.lora.r = lora.get_int("r");
+  if (options.lora.r < 1) throw ConfigError(lora.locate("r") + ": must be at least 1, found " + std::to_string(options.lora.r));
+  options.lora.alpha = lora.get_float("lora_alpha");
+  options.lora.dropout = lora.get_float("lora_dropout");
+  if (!(options.lora.dropout >= 0 && options.lora.dropout < 1))
+    throw ConfigError(lora.locate("lora_dropout") + ": must be in [0, 1), found " + std::to_string(options.lora.dropout));
+  options.lora.target_modules = lora.get_string_list("target_modules");
+  options.lora.seed = env.seed;
+}
+
 std::shared_ptr<CausalLM> load_model(StageContext& context, const std::string& role, const std::string& dir,
                                      const TrainEnv& env) {
   ModelOptions options;
   options.dtype = env.dtype;
   options.device = env.device;
   options.head = HeadKind::LanguageModel;
+  if (role == "model") apply_stage_model_settings(context, env, options);
   try {
     return context.load_model(dir, options);
   } catch (const ConfigError&) {
@@ -178,14 +248,20 @@ std::shared_ptr<CausalLM> load_model(StageContext& context, const std::string& r
 }
 
 std::shared_ptr<CausalLM> load_reference(StageContext& context, const std::string& role, const std::string& dir,
-                                         const TrainEnv& env, const CausalLM& policy, const std::string& policy_dir) {
+                                         const TrainEnv& env, const std::shared_ptr<CausalLM>& policy,
+                                         const std::string& policy_dir) {
+  if (role == "model" && policy->has_adapters()) {
+    context.log("reference: the model with its LoRA adapters disabled (no second model loaded)");
+    return std::make_shared<AdapterDisabledReference>(policy);
+  }
   std::shared_ptr<CausalLM> reference = load_model(context, role, dir, env);
   const int64_t vocab = reference->info().vocab_size;
-  if (vocab != policy.info().vocab_size)
+  if (vocab != policy->info().vocab_size)
     throw ConfigError(context.settings().locate(role) + ": the reference " + dir + " has a vocabulary of " +
                       std::to_string(vocab) + " tokens but the model " + policy_dir + " has " +
-                      std::to_string(policy.info().vocab_size) + "; the two must share one tokenizer");
+                      std::to_string(policy->info().vocab_size) + "; the two must share one tokenizer");
   reference->set_training(false);
+  context.log("reference model: " + dir + " (frozen, eval mode)");
   return reference;
 }
 
@@ -223,6 +299,13 @@ std::vector<SettingSpec> truncation_settings(int64_t default_max_length) {
   };
 }
 
+SettingSpec logprob_chunk_setting() {
+  return setting::integer("logprob_chunk_size", 0,
+                          "score labels from the hidden states by chunks of this many positions, so the full "
+                          "(batch, length, vocabulary) logits are never held (0: from the full logits)",
+                          0.0);
+}
+
 CollateOptions collate_options(const ConfigView& settings, int32_t pad_id, LossOn loss_on) {
   CollateOptions options;
   options.pad_id = pad_id;
@@ -236,9 +319,16 @@ CollateOptions collate_options(const ConfigView& settings, int32_t pad_id, LossO
   return options;
 }
 
-void save_model_folder(const CausalLM& model, const std::string& source_dir, const std::string& dir,
-                       const Registry& registry) {
-  model.save(dir);
+void save_model_folder(StageContext& context, const CausalLM& model, const std::string& source_dir,
+                       const std::string& dir) {
+  const Registry& registry = context.registry();
+  const ConfigView& settings = context.settings();
+  if (model.has_adapters()) {
+    model.save_adapter(dir, fs::absolute(source_dir).lexically_normal().string());
+    if (settings.table("lora").get_bool("merge_on_save")) model.save(dir);
+  } else {
+    model.save(dir);
+  }
   std::vector<std::string> files(std::begin(kCompanionFiles), std::end(kCompanionFiles));
   for (const std::string& name : registry.names(ComponentKind::Tokenizer))
     files.push_back(registry.tokenizer(name)->file_name());

@@ -59,14 +59,24 @@ StageData load_stage_data(StageContext& context, const Tokenizer* tokenizer, uin
 // The folder of model role `role`; throws ConfigError when the stage names none.
 std::string require_model_dir(StageContext& context, const std::string& role);
 
-// Loads a model folder; a failure becomes a ConfigError located at the stage's `role` key.
+// The stage's `[lora]` table and `gradient_checkpointing` as ModelOptions of
+// the trained model (the host has checked the table against its SettingSpecs).
+void apply_stage_model_settings(StageContext& context, const TrainEnv& env, ModelOptions& options);
+
+// Loads a model folder; a failure becomes a ConfigError located at the stage's
+// `role` key. The trained model (role "model") gets the stage's LoRA adapters
+// and gradient checkpointing.
 std::shared_ptr<CausalLM> load_model(StageContext& context, const std::string& role, const std::string& dir,
                                      const TrainEnv& env);
 
 // A frozen reference model (eval mode) from `dir`, named by `role` in
-// messages; refused when its vocabulary differs from the policy's.
+// messages; refused when its vocabulary differs from the policy's. When the
+// stage names no reference (role "model") and the policy has LoRA adapters,
+// no second model is loaded: the reference is the policy with its adapters
+// disabled, under no-grad (TRL's and torchtune's LoRA reference).
 std::shared_ptr<CausalLM> load_reference(StageContext& context, const std::string& role, const std::string& dir,
-                                         const TrainEnv& env, const CausalLM& policy, const std::string& policy_dir);
+                                         const TrainEnv& env, const std::shared_ptr<CausalLM>& policy,
+                                         const std::string& policy_dir);
 
 // The tokenizer of a model folder, or nullptr (pre-tokenized data needs none).
 std::unique_ptr<Tokenizer> load_tokenizer(StageContext& context, const std::string& role, const std::string& dir);
@@ -76,13 +86,17 @@ int32_t choose_pad_id(const Tokenizer* tokenizer, const ModelInfo& info, const s
 
 // `max_length` and `truncation_mode` settings, with TRL's defaults.
 std::vector<SettingSpec> truncation_settings(int64_t default_max_length);
+// `logprob_chunk_size`: positions per chunk of chunked_sequence_logprobs (0: off).
+SettingSpec logprob_chunk_setting();
 // Reads them back (after the host checked them).
 CollateOptions collate_options(const ConfigView& settings, int32_t pad_id, LossOn loss_on);
 
 // Writes `model` into `dir` (config.json, model.safetensors) and copies the
 // tokenizer files of `source_dir` there, so `dir` is a complete model folder.
-void save_model_folder(const CausalLM& model, const std::string& source_dir, const std::string& dir,
-                       const Registry& registry);
+// With LoRA adapters `dir` gets the adapter in PEFT's layout (base:
+// `source_dir`) and, with the stage's lora.merge_on_save, the merged model too.
+void save_model_folder(StageContext& context, const CausalLM& model, const std::string& source_dir,
+                       const std::string& dir);
 
 // Runs `body`; any exception but a ConfigError becomes a std::runtime_error
 // prefixed with `what` (LibTorch's errors without their backtrace), the only

@@ -108,11 +108,10 @@ class KtoAlgorithm : public Algorithm {
     const std::string reference_dir = context.model_dir("reference");
     const std::string role = reference_dir.empty() ? "model" : "reference";
     const std::string source = reference_dir.empty() ? model_dir_ : reference_dir;
-    reference_ = recipe::load_reference(context, role, source, env, *policy_, model_dir_);
-    context.log("reference model: " + source + " (frozen, eval mode)");
+    reference_ = recipe::load_reference(context, role, source, env, policy_, model_dir_);
   }
 
-  std::vector<NamedTensor> trainable_parameters() override { return policy_->named_parameters(); }
+  std::vector<NamedTensor> trainable_parameters() override { return policy_->trainable_parameters(); }
 
   int64_t num_examples(Split split) const override { return static_cast<int64_t>(rows(split).size()); }
 
@@ -159,7 +158,7 @@ class KtoAlgorithm : public Algorithm {
   std::vector<std::string> progress_metrics() const override { return {"kl", "rewards/margins"}; }
 
   void save(const std::string& dir) override {
-    recipe::guarded("kto save", [&] { recipe::save_model_folder(*policy_, model_dir_, dir, context_->registry()); });
+    recipe::guarded("kto save", [&] { recipe::save_model_folder(*context_, *policy_, model_dir_, dir); });
   }
 
  private:

@@ -14,6 +14,7 @@
 #include "alignkit/core/atomic_file.hpp"
 #include "alignkit/core/safetensors.hpp"
 #include "generation.hpp"
+#include "lora.hpp"
 
 namespace alignkit::llama {
 namespace {
@@ -113,6 +114,7 @@ std::shared_ptr<LlamaCausalLM> LlamaCausalLM::load(const std::string& dir, const
     std::cerr << "llama: " << dir << ": ignored " << unused.size() << " checkpoint tensor(s) this "
               << (options.head == HeadKind::Scalar ? "Scalar-head " : "") << "model does not use: " << names << "\n";
   }
+  model->apply_adapter_options(options);
   model->network_->to(options.device);
   model->refresh_info();
   return model;
@@ -125,9 +127,21 @@ std::shared_ptr<LlamaCausalLM> LlamaCausalLM::create(const std::string& config_j
   std::shared_ptr<LlamaCausalLM> model(new LlamaCausalLM(std::move(config), options.head, at::kFloat));
   initialise_parameters(*model->network_, model->config_.initializer_range, seed);
   model->saved_dtype_ = saved;
+  model->apply_adapter_options(options);
   model->network_->to(options.device, options.dtype);
   model->refresh_info();
   return model;
+}
+
+void LlamaCausalLM::apply_adapter_options(const ModelOptions& options) {
+  NetworkImpl& network = *network_;
+  for (const std::string& adapter : options.merge_adapters) merge_adapter_folder(network, adapter);
+  network.model->recompute_blocks = options.gradient_checkpointing;
+  if (options.lora.r == 0 && options.lora.target_modules.empty()) return;
+  attach_adapters(network, options.lora);  // throws for r <= 0 or an unknown module
+  lora_ = options.lora;
+  for (const auto& item : network.named_parameters())
+    item.value().requires_grad_(is_adapter_parameter(item.key()) || network.is_head_parameter(item.key()));
 }
 
 void LlamaCausalLM::refresh_info() {
@@ -165,6 +179,20 @@ at::Tensor LlamaCausalLM::head_values(const at::Tensor& input_ids, const at::Ten
   return network_->head_values(hidden_states(input_ids, attention_mask, position_ids));  // (B, T)
 }
 
+std::vector<NamedTensor> LlamaCausalLM::trainable_parameters() {
+  std::vector<NamedTensor> out;
+  for (const auto& item : network_->named_parameters())
+    if (!has_adapters() || item.value().requires_grad()) out.push_back({item.key(), item.value()});
+  return out;
+}
+
+void LlamaCausalLM::set_adapters_enabled(bool enabled) { llama::set_adapters_enabled(*network_, enabled); }
+
+void LlamaCausalLM::save_adapter(const std::string& dir, const std::string& base_model) const {
+  if (!has_adapters()) throw std::runtime_error("llama: save_adapter: the model has no LoRA adapters");
+  save_adapter_folder(*network_, lora_, base_model, dir);
+}
+
 std::vector<NamedTensor> LlamaCausalLM::named_parameters() {
   std::vector<NamedTensor> out;
   for (const auto& item : network_->named_parameters()) out.push_back({item.key(), item.value()});
@@ -177,11 +205,19 @@ void LlamaCausalLM::save(const std::string& dir) const {
   std::error_code error;
   fs::create_directories(dir, error);
   if (error) throw std::runtime_error(dir + ": cannot create the model folder: " + error.message());
+  // With adapters, the adapted layers are written merged (W + scaling B A), as `alignkit model merge`.
+  std::map<std::string, at::Tensor> merged;
+  for (const auto& item : network_->named_modules())
+    if (const auto* linear = item.value()->as<LinearImpl>(); linear && linear->has_adapter())
+      merged[item.key() + ".weight"] = merged_weight(*linear);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& item : network_->named_parameters()) {
+    if (is_adapter_parameter(item.key())) continue;
     auto loaded = loaded_dtypes_.find(item.key());
     const c10::ScalarType dtype = loaded == loaded_dtypes_.end() ? saved_dtype_ : loaded->second;
-    tensors.emplace_back(item.key(), item.value().detach().to(c10::kCPU, dtype));
+    auto merged_tensor = merged.find(item.key());
+    const at::Tensor& value = merged_tensor == merged.end() ? item.value() : merged_tensor->second;
+    tensors.emplace_back(item.key(), value.detach().to(c10::kCPU, dtype));
   }
   core::save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors);
   const ConfigHead head = network_->head == HeadKind::Scalar ? ConfigHead::SequenceClassification : ConfigHead::CausalLM;

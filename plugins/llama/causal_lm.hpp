@@ -46,10 +46,17 @@ class LlamaCausalLM : public CausalLM {
   void save(const std::string& dir) const override;
   std::vector<std::vector<int64_t>> generate(const std::vector<std::vector<int64_t>>& prompts,
                                              const GenerationOptions& options) override;
+  std::vector<NamedTensor> trainable_parameters() override;
+  bool has_adapters() const override { return lora_.r > 0; }
+  void set_adapters_enabled(bool enabled) override;
+  void save_adapter(const std::string& dir, const std::string& base_model) const override;
 
  private:
   LlamaCausalLM(LlamaConfig config, HeadKind head, c10::ScalarType dtype);
   void refresh_info();
+  // Merges options.merge_adapters, attaches options.lora (freezing the rest)
+  // and sets gradient checkpointing.
+  void apply_adapter_options(const ModelOptions& options);
 
   LlamaConfig config_;
   Network network_{nullptr};
@@ -57,6 +64,7 @@ class LlamaCausalLM : public CausalLM {
   // The dtype each tensor is saved in: as loaded, else saved_dtype_.
   std::map<std::string, c10::ScalarType> loaded_dtypes_;
   c10::ScalarType saved_dtype_ = c10::kFloat;
+  LoraOptions lora_;  // r = 0: no adapters
 };
 
 }  // namespace alignkit::llama

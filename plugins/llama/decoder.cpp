@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "recompute.hpp"
+
 namespace alignkit::llama {
 
 DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& config, const at::TensorOptions& options) {
@@ -46,9 +48,12 @@ at::Tensor DecoderImpl::forward(const at::Tensor& ids, const at::Tensor& key_mas
   at::Tensor hidden = embed_tokens(ids);  // (B, T, H)
   auto [cos, sin] = rotary_.cos_sin(position_ids, hidden.scalar_type());
   at::Tensor visible = visible_keys(key_mask, past, length, sliding_window_);  // (B, 1, T, S)
-  for (size_t i = 0; i < layers->size(); ++i)
-    hidden = layers[i]->as<DecoderLayerImpl>()->forward(hidden, cos, sin, visible,
-                                                       cache ? &cache->layers[i] : nullptr, past);
+  const bool recompute = recompute_blocks && !cache && is_training() && at::GradMode::is_enabled();
+  for (size_t i = 0; i < layers->size(); ++i) {
+    DecoderLayerImpl& layer = *layers[i]->as<DecoderLayerImpl>();
+    hidden = recompute ? recomputed_layer_forward(layer, hidden, cos, sin, visible)
+                       : layer.forward(hidden, cos, sin, visible, cache ? &cache->layers[i] : nullptr, past);
+  }
   if (cache) cache->length += length;
   return norm(hidden);
 }

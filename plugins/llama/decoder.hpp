@@ -50,6 +50,9 @@ class DecoderImpl : public torch::nn::Module {
   Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
+  // Gradient checkpointing: in training with autograd on (and no cache), each
+  // block's activations are recomputed in backward instead of kept.
+  bool recompute_blocks = false;
 
  private:
   RotaryEmbedding rotary_;

@@ -1,11 +1,15 @@
 // Linear, embedding, RMSNorm and SwiGLU MLP of a Llama-family decoder.
 #include "layers.hpp"
 
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/dropout.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/silu.h>
+
+#include <cmath>
 
 namespace alignkit::llama {
 
@@ -14,7 +18,27 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
   if (with_bias) bias = register_parameter("bias", at::empty({out_features}, options));
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  at::Tensor y = at::linear(x, weight, bias);  // (..., out)
+  if (!lora_A || !adapter_enabled) return y;
+  at::Tensor dropped = lora_dropout > 0 ? at::dropout(x, lora_dropout, is_training()) : x;
+  return y + lora_B->forward(lora_A->forward(dropped)) * lora_scaling;
+}
+
+void LinearImpl::add_adapter(int64_t r, double alpha, double dropout, at::Generator& generator) {
+  const int64_t out_features = weight.size(0);
+  const int64_t in_features = weight.size(1);
+  const at::TensorOptions options = weight.options();
+  lora_A = register_module("lora_A", std::make_shared<LinearImpl>(in_features, r, /*bias=*/false, options));
+  lora_B = register_module("lora_B", std::make_shared<LinearImpl>(r, out_features, /*bias=*/false, options));
+  at::NoGradGuard no_grad;
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+  // Drawn in float32 on the CPU, so a seed gives the same adapter on any device and dtype.
+  lora_A->weight.copy_(at::empty({r, in_features}, at::kFloat).uniform_(-bound, bound, generator));
+  lora_B->weight.zero_();
+  lora_scaling = alpha / static_cast<double>(r);
+  lora_dropout = dropout;
+}
 
 EmbeddingImpl::EmbeddingImpl(int64_t vocab_size, int64_t hidden_size, int64_t padding, const at::TensorOptions& options)
     : padding_idx(padding) {

@@ -57,7 +57,7 @@ void ReferenceFreePairRecipe::setup(StageContext& context, const TrainEnv& env) 
   data_ = recipe::load_stage_data(context, tokenizer_.get(), env.seed, requirements);
 }
 
-std::vector<NamedTensor> ReferenceFreePairRecipe::trainable_parameters() { return policy_->named_parameters(); }
+std::vector<NamedTensor> ReferenceFreePairRecipe::trainable_parameters() { return policy_->trainable_parameters(); }
 
 int64_t ReferenceFreePairRecipe::num_examples(Split split) const { return split_data(split).size(); }
 
@@ -95,7 +95,7 @@ std::vector<std::string> ReferenceFreePairRecipe::progress_metrics() const {
 }
 
 void ReferenceFreePairRecipe::save(const std::string& dir) {
-  recipe::guarded(id_ + " save", [&] { recipe::save_model_folder(*policy_, model_dir_, dir, context_->registry()); });
+  recipe::guarded(id_ + " save", [&] { recipe::save_model_folder(*context_, *policy_, model_dir_, dir); });
 }
 
 const recipe::SplitData& ReferenceFreePairRecipe::split_data(Split split) const {

@@ -63,7 +63,7 @@ class RewardAlgorithm : public Algorithm {
     data_ = recipe::load_stage_data(context, tokenizer_.get(), env.seed, requirements);
   }
 
-  std::vector<NamedTensor> trainable_parameters() override { return model_->named_parameters(); }
+  std::vector<NamedTensor> trainable_parameters() override { return model_->trainable_parameters(); }
 
   int64_t num_examples(Split split) const override { return split_data(split).size(); }
 
@@ -93,7 +93,7 @@ class RewardAlgorithm : public Algorithm {
   std::vector<std::string> progress_metrics() const override { return {"accuracy", "margin"}; }
 
   void save(const std::string& dir) override {
-    recipe::guarded("reward save", [&] { recipe::save_model_folder(*model_, model_dir_, dir, context_->registry()); });
+    recipe::guarded("reward save", [&] { recipe::save_model_folder(*context_, *model_, model_dir_, dir); });
   }
 
  private:
@@ -105,6 +105,7 @@ class RewardAlgorithm : public Algorithm {
     options.dtype = env.dtype;
     options.device = env.device;
     options.head = HeadKind::Scalar;
+    recipe::apply_stage_model_settings(context, env, options);
     try {
       return context.load_model(model_dir_, options);
     } catch (const ConfigError&) {

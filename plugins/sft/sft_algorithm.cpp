@@ -49,7 +49,7 @@ class SftAlgorithm : public Algorithm {
     data_ = recipe::load_stage_data(context, tokenizer_.get(), env.seed, requirements);
   }
 
-  std::vector<NamedTensor> trainable_parameters() override { return model_->named_parameters(); }
+  std::vector<NamedTensor> trainable_parameters() override { return model_->trainable_parameters(); }
 
   int64_t num_examples(Split split) const override { return split_data(split).size(); }
 
@@ -77,7 +77,7 @@ class SftAlgorithm : public Algorithm {
   std::vector<std::string> progress_metrics() const override { return {"mean_token_accuracy"}; }
 
   void save(const std::string& dir) override {
-    recipe::guarded("sft save", [&] { recipe::save_model_folder(*model_, model_dir_, dir, context_->registry()); });
+    recipe::guarded("sft save", [&] { recipe::save_model_folder(*context_, *model_, model_dir_, dir); });
   }
 
  private:

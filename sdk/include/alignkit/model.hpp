@@ -20,10 +20,36 @@ namespace alignkit {
 //   Value:         an lm model plus a per-token value head (PPO critics).
 enum class HeadKind { LanguageModel, Scalar, Value };
 
+// The linear layers LoRA may adapt in a Llama-family decoder (PEFT's
+// `target_modules`); "all-linear" stands for all of them.
+inline const std::vector<std::string>& lora_module_names() {
+  static const std::vector<std::string> names = {"q_proj", "k_proj",  "v_proj",   "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+// Low-rank adapters (PEFT's LoraConfig): each targeted linear layer computes
+// W x + (lora_alpha / r) * B (A dropout(x)), with A (r, in) kaiming-uniform as
+// PEFT draws it and B (out, r) zero, so a fresh adapter leaves the model as it
+// was. With adapters, only A and B (and a Scalar/Value head) are trainable.
+struct LoraOptions {
+  int64_t r = 0;  // 0: no adapters
+  double alpha = 8.0;
+  double dropout = 0.0;
+  std::vector<std::string> target_modules;  // names from lora_module_names(), or {"all-linear"}
+  uint64_t seed = 0;                        // draws A
+};
+
 struct ModelOptions {
   c10::ScalarType dtype = c10::kFloat;  // parameters are converted to this on load
   c10::Device device = c10::Device(c10::kCPU);
   HeadKind head = HeadKind::LanguageModel;
+  // PEFT adapter folders (adapter_config.json + adapter_model.safetensors)
+  // merged into the loaded weights, in order. A shape that does not match the
+  // base model is an error naming the file and tensor.
+  std::vector<std::string> merge_adapters;
+  LoraOptions lora;                     // fresh adapters on top of the loaded (and merged) weights
+  bool gradient_checkpointing = false;  // decoder blocks recompute their activations in backward
 };
 
 struct ModelInfo {
@@ -88,6 +114,20 @@ class CausalLM {
   // ending at (and including) the stop token when one was produced.
   virtual std::vector<std::vector<int64_t>> generate(const std::vector<std::vector<int64_t>>& prompts,
                                                      const GenerationOptions& options) = 0;
+
+  // LoRA (ModelOptions::lora; docs/lora.md).
+  // The tensors an optimizer should update: every parameter, or with adapters
+  // only the adapters (and a Scalar/Value head). Frozen parameters have
+  // requires_grad false.
+  virtual std::vector<NamedTensor> trainable_parameters() = 0;
+  virtual bool has_adapters() const = 0;
+  // Off: forward, hidden_states and generate compute the base model alone
+  // (the implicit DPO/KTO reference). A no-op without adapters.
+  virtual void set_adapters_enabled(bool enabled) = 0;
+  // Writes adapter_config.json + adapter_model.safetensors in PEFT's layout
+  // (`base_model_name_or_path` = `base_model`). Throws without adapters.
+  // save() of a model with adapters writes the merged weights.
+  virtual void save_adapter(const std::string& dir, const std::string& base_model) const = 0;
 };
 
 // What a model plugin registers: builds models of one family.
