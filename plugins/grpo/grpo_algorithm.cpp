@@ -78,7 +78,7 @@ class GrpoAlgorithm : public Algorithm, public OnlineAlgorithm {
       context.log("beta = 0: the named reference is not loaded (TRL's default: no KL term)");
   }
 
-  std::vector<NamedTensor> trainable_parameters() override { return stage_.policy().named_parameters(); }
+  std::vector<NamedTensor> trainable_parameters() override { return stage_.policy().trainable_parameters(); }
   int64_t num_examples(Split split) const override { return stage_.split(split).size(); }
   OnlineAlgorithm* online() override { return this; }
 

@@ -59,7 +59,7 @@ void PolicyStage::setup(StageContext& context, const TrainEnv& env, const Policy
     const std::string reference_dir = context.model_dir("reference");
     const std::string role = reference_dir.empty() ? "model" : "reference";
     const std::string source = reference_dir.empty() ? model_dir_ : reference_dir;
-    reference_ = recipe::load_reference(context, role, source, env, *policy_, model_dir_);
+    reference_ = recipe::load_reference(context, role, source, env, policy_, model_dir_);
     context.log("reference model: " + source + " (frozen, eval mode)");
   }
 }
@@ -101,7 +101,7 @@ StepOutput PolicyStage::evaluate(const std::vector<int64_t>& indices) {
 }
 
 void PolicyStage::save(const std::string& dir) {
-  recipe::save_model_folder(*policy_, model_dir_, dir, context_->registry());
+  recipe::save_model_folder(*context_, *policy_, model_dir_, dir);
 }
 
 }  // namespace alignkit::online

@@ -87,7 +87,7 @@ class PpoAlgorithm : public Algorithm, public OnlineAlgorithm {
                         " names no EOS token (tokenizer or config.json eos_token_id); PPO needs one to end completions");
     const std::string reference_dir =
         context.model_dir("reference").empty() ? policy_dir_ : context.model_dir("reference");
-    reference_ = recipe::load_reference(context, "reference", reference_dir, env, *policy_, policy_dir_);
+    reference_ = recipe::load_reference(context, "reference", reference_dir, env, policy_, policy_dir_);
 
     create_rewards(context);
     value_ = load_value_model(context, env);
@@ -110,7 +110,7 @@ class PpoAlgorithm : public Algorithm, public OnlineAlgorithm {
   }
 
   std::vector<NamedTensor> trainable_parameters() override {
-    std::vector<NamedTensor> parameters = policy_->named_parameters();
+    std::vector<NamedTensor> parameters = policy_->trainable_parameters();
     for (NamedTensor& p : value_->named_parameters()) parameters.push_back({kValueFolder + "/" + p.name, p.tensor});
     return parameters;
   }
@@ -147,7 +147,7 @@ class PpoAlgorithm : public Algorithm, public OnlineAlgorithm {
 
   void save(const std::string& dir) override {
     recipe::guarded("ppo save", [&] {
-      recipe::save_model_folder(*policy_, policy_dir_, dir, context_->registry());
+      recipe::save_model_folder(*context_, *policy_, policy_dir_, dir);
       value_->save(dir + "/" + kValueFolder);
     });
   }

@@ -67,7 +67,7 @@ class RlooAlgorithm : public Algorithm, public OnlineAlgorithm {
     stage_.setup(context, env, options);
   }
 
-  std::vector<NamedTensor> trainable_parameters() override { return stage_.policy().named_parameters(); }
+  std::vector<NamedTensor> trainable_parameters() override { return stage_.policy().trainable_parameters(); }
   int64_t num_examples(Split split) const override { return stage_.split(split).size(); }
   OnlineAlgorithm* online() override { return this; }
 

@@ -79,6 +79,10 @@ class BiasedJudgeModel : public alignkit::CausalLM {
                                              const alignkit::GenerationOptions&) override {
     throw std::logic_error("unused");
   }
+  std::vector<alignkit::NamedTensor> trainable_parameters() override { return {}; }
+  bool has_adapters() const override { return false; }
+  void set_adapters_enabled(bool) override {}
+  void save_adapter(const std::string&, const std::string&) const override { throw std::logic_error("unused"); }
 
  private:
   alignkit::ModelInfo info_;
