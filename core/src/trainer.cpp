@@ -295,13 +295,7 @@ class Loop {
         }
         for (double norm : norms) grad_norm += norm / static_cast<double>(norms.size());
       } else {
-        Update update;
-        for (int64_t k = 0; k < settings_.gradient_accumulation_steps; ++k) {
-          std::vector<int64_t> indices =
-              data_.micro_batch(step_ * settings_.gradient_accumulation_steps + k, collective_.rank(), settings_.seed, settings_.shuffle);
-          if (!indices.empty()) update.push_back(std::move(indices));
-        }
-        grad_norm = apply_update(update, step_metrics, bad,
+        grad_norm = apply_update(step_micro_batches(), step_metrics, bad,
                                  [&](const std::vector<int64_t>& indices) { return algorithm_.step(indices, Split::Train); });
       }
       const double lr_used = optimizer_->learning_rate();
@@ -380,15 +374,22 @@ class Loop {
     return grad_norm;
   }
 
+  // The example indices of this step's micro-batches on this rank (empty ones left out).
+  Update step_micro_batches() const {
+    Update micro_batches;
+    for (int64_t k = 0; k < settings_.gradient_accumulation_steps; ++k) {
+      std::vector<int64_t> indices =
+          data_.micro_batch(step_ * settings_.gradient_accumulation_steps + k, collective_.rank(), settings_.seed, settings_.shuffle);
+      if (!indices.empty()) micro_batches.push_back(std::move(indices));
+    }
+    return micro_batches;
+  }
+
   // The rollout of this step's prompts: every micro-batch the data schedule
   // gives this rank for the step, generated under no-grad in eval mode.
   Rollout collect_rollout(OnlineAlgorithm& online) {
     std::vector<int64_t> prompts;
-    for (int64_t k = 0; k < settings_.gradient_accumulation_steps; ++k) {
-      std::vector<int64_t> indices =
-          data_.micro_batch(step_ * settings_.gradient_accumulation_steps + k, collective_.rank(), settings_.seed, settings_.shuffle);
-      prompts.insert(prompts.end(), indices.begin(), indices.end());
-    }
+    for (const std::vector<int64_t>& indices : step_micro_batches()) prompts.insert(prompts.end(), indices.begin(), indices.end());
     Rollout rollout;
     {
       at::NoGradGuard no_grad;
