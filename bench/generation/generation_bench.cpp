@@ -25,8 +25,12 @@
 
 #include "alignkit/core/plugin_host.hpp"
 #include "alignkit/model.hpp"
+#include "bench_support.hpp"
 
 namespace {
+
+using alignkit::bench::blas_provider;
+using alignkit::bench::median;
 
 struct Settings {
   std::string model_dir;
@@ -50,12 +54,7 @@ Settings parse(int argc, char** argv) {
     }
     if (i + 1 >= argc) throw std::runtime_error(flag + " needs a value\n" + kUsage);
     const std::string value = argv[++i];
-    auto number = [&]() -> int64_t {
-      size_t used = 0;
-      int64_t parsed = std::stoll(value, &used);
-      if (used != value.size() || parsed <= 0) throw std::runtime_error(flag + " wants a positive integer, got " + value);
-      return parsed;
-    };
+    auto number = [&] { return alignkit::bench::positive_integer(flag, value); };
     if (flag == "--model") settings.model_dir = value;
     else if (flag == "--batch") settings.batch = number();
     else if (flag == "--prompt") settings.prompt = number();
@@ -65,19 +64,6 @@ Settings parse(int argc, char** argv) {
     else throw std::runtime_error("unknown option " + flag + "\n" + kUsage);
   }
   return settings;
-}
-
-// LibTorch is ~24x slower on the reference BLAS (see notes/platform.md).
-std::string blas_provider() {
-  std::error_code error;
-  auto resolved = std::filesystem::canonical("/usr/lib/x86_64-linux-gnu/libblas.so.3", error);
-  return error ? "unknown" : resolved.string();
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t middle = values.size() / 2;
-  return values.size() % 2 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
 }
 
 // Median seconds of one generate() call over `repeats` runs, after a warm-up.

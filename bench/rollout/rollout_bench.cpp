@@ -30,9 +30,13 @@
 #include "alignkit/core/plugin_host.hpp"
 #include "alignkit/dataset.hpp"
 #include "alignkit/model.hpp"
+#include "bench_support.hpp"
 #include "rollout.hpp"
 
 namespace {
+
+using alignkit::bench::blas_provider;
+using alignkit::bench::median;
 
 struct Settings {
   std::string model_dir;
@@ -58,12 +62,7 @@ Settings parse(int argc, char** argv) {
     }
     if (i + 1 >= argc) throw std::runtime_error(flag + " needs a value\n" + kUsage);
     const std::string value = argv[++i];
-    auto number = [&]() -> int64_t {
-      size_t used = 0;
-      int64_t parsed = std::stoll(value, &used);
-      if (used != value.size() || parsed <= 0) throw std::runtime_error(flag + " wants a positive integer, got " + value);
-      return parsed;
-    };
+    auto number = [&] { return alignkit::bench::positive_integer(flag, value); };
     if (flag == "--model") settings.model_dir = value;
     else if (flag == "--prompts") settings.prompts = number();
     else if (flag == "--generations") settings.generations = number();
@@ -74,19 +73,6 @@ Settings parse(int argc, char** argv) {
     else throw std::runtime_error("unknown option " + flag + "\n" + kUsage);
   }
   return settings;
-}
-
-// LibTorch is ~24x slower on the reference BLAS (see notes/platform.md).
-std::string blas_provider() {
-  std::error_code error;
-  auto resolved = std::filesystem::canonical("/usr/lib/x86_64-linux-gnu/libblas.so.3", error);
-  return error ? "unknown" : resolved.string();
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t middle = values.size() / 2;
-  return values.size() % 2 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
 }
 
 template <typename Body>
